@@ -1,0 +1,40 @@
+using Kestrel.Transport.IoUring;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Microsoft.AspNetCore.Hosting;
+
+/// <summary>
+/// <see cref="IWebHostBuilder"/> extension methods to use the io_uring transport, next to Kestrel's <c>UseSockets</c>.
+/// </summary>
+public static class WebHostBuilderIoUringExtensions
+{
+    /// <summary>
+    /// Serves Kestrel's TCP endpoints with the io_uring transport. Where io_uring is unavailable
+    /// (not Linux, too old a kernel, blocked by seccomp or sysctl) one warning is logged and the Sockets
+    /// transport serves instead.
+    /// </summary>
+    /// <param name="hostBuilder">The web host builder.</param>
+    /// <returns>The web host builder.</returns>
+    public static IWebHostBuilder UseIoUring(this IWebHostBuilder hostBuilder)
+        => hostBuilder.UseIoUring(static _ => { });
+
+    /// <summary>
+    /// Serves Kestrel's TCP endpoints with the io_uring transport, configured by <paramref name="configureOptions"/>.
+    /// </summary>
+    /// <param name="hostBuilder">The web host builder.</param>
+    /// <param name="configureOptions">Configures <see cref="IoUringTransportOptions"/>.</param>
+    /// <returns>The web host builder.</returns>
+    public static IWebHostBuilder UseIoUring(this IWebHostBuilder hostBuilder, Action<IoUringTransportOptions> configureOptions)
+    {
+        ArgumentNullException.ThrowIfNull(hostBuilder);
+        ArgumentNullException.ThrowIfNull(configureOptions);
+        return hostBuilder.ConfigureServices(services =>
+        {
+            // Kestrel tries transports last-registered first and asks CanBind, so AddSingleton (not TryAdd)
+            // puts this one ahead of the Sockets transport that UseKestrel registered.
+            services.AddSingleton<IConnectionListenerFactory, IoUringTransportFactory>();
+            services.Configure(configureOptions);
+        });
+    }
+}

@@ -1,0 +1,87 @@
+namespace Kestrel.Transport.IoUring;
+
+/// <summary>
+/// Options for the io_uring transport, in the style of Kestrel's <c>SocketTransportOptions</c>.
+/// </summary>
+public sealed class IoUringTransportOptions
+{
+    /// <summary>
+    /// The number of reactors: threads that each own one io_uring and serve their own connections.
+    /// </summary>
+    /// <remarks>Defaults to the number of CPUs this process may run on (<see cref="Environment.ProcessorCount"/>, which honours affinity and cgroup limits).</remarks>
+    public int ReactorCount { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>
+    /// The maximum length of the pending connection queue of each listen socket.
+    /// </summary>
+    /// <remarks>Defaults to 512.</remarks>
+    public int Backlog { get; set; } = 512;
+
+    /// <summary>
+    /// Set to false to enable Nagle's algorithm for all accepted TCP connections.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool NoDelay { get; set; } = true;
+
+    /// <summary>
+    /// The maximum bytes a connection buffers from the network before the transport stops receiving
+    /// until the application has read some. Null or 0 means unlimited.
+    /// </summary>
+    /// <remarks>Defaults to 1 MiB.</remarks>
+    public long? MaxReadBufferSize { get; set; } = 1024 * 1024;
+
+    /// <summary>
+    /// The maximum bytes the application may have written and not yet sent before its writes wait.
+    /// Null or 0 means unlimited, which defeats Kestrel's MinResponseDataRate protection.
+    /// </summary>
+    /// <remarks>Defaults to 64 KiB.</remarks>
+    public long? MaxWriteBufferSize { get; set; } = 64 * 1024;
+
+    /// <summary>
+    /// Runs Kestrel's request processing and the application's code inline on the reactor thread that
+    /// received the data, instead of on the thread pool. This is the fastest mode, but any application
+    /// code that blocks (synchronous I/O, locks, <c>Thread.Sleep</c>, <c>.Result</c>) stalls every other
+    /// connection of that reactor until it returns.
+    /// </summary>
+    /// <remarks>Defaults to false. Only turn it on for code that never blocks.</remarks>
+    public bool UnsafePreferInlineScheduling { get; set; }
+
+    /// <summary>
+    /// Submission queue entries of each reactor's ring (a power of two).
+    /// </summary>
+    /// <remarks>Defaults to 1024.</remarks>
+    public int SubmissionQueueEntries { get; set; } = 1024;
+
+    /// <summary>
+    /// Completion queue entries of each reactor's ring. Multishot accept and receive make completions
+    /// without submissions, so this is much larger than the submission queue.
+    /// </summary>
+    /// <remarks>Defaults to 16384.</remarks>
+    public int CompletionQueueEntries { get; set; } = 16384;
+
+    /// <summary>
+    /// Receive buffers each reactor provides to the kernel (a power of two, at most 32768). Idle
+    /// connections hold none: a buffer is taken only while data is copied out of it.
+    /// </summary>
+    /// <remarks>Defaults to 1024.</remarks>
+    public int ReceiveBufferCount { get; set; } = 1024;
+
+    /// <summary>
+    /// The size in bytes of each provided receive buffer.
+    /// </summary>
+    /// <remarks>Defaults to 4096.</remarks>
+    public int ReceiveBufferSize { get; set; } = 4096;
+
+    /// <summary>
+    /// Serve every endpoint with Kestrel's Sockets transport instead, without probing io_uring.
+    /// </summary>
+    /// <remarks>Defaults to false.</remarks>
+    public bool ForceSockets { get; set; }
+
+    /// <summary>
+    /// Throw at startup when io_uring is unavailable, instead of logging a warning and serving with the
+    /// Sockets transport.
+    /// </summary>
+    /// <remarks>Defaults to false.</remarks>
+    public bool ThrowIfUnavailable { get; set; }
+}
