@@ -146,9 +146,21 @@ internal sealed unsafe class Acceptor : IRingOwner
             NativeSocket.SetNoDelay(fd, true);
         }
 
-        EndPoint? local = _isIp ? NativeSocket.GetLocalEndPoint(fd) : _listener.EndPoint;
-        EndPoint? remote = NativeSocket.GetRemoteEndPoint(fd);
-        var connection = new IoUringConnection(fd, reactor, _listener.Reactors, _listener.Reactors.PoolFor(reactorIndex), local, remote);
+        IoUringConnection connection;
+        try
+        {
+            EndPoint? local = _isIp ? NativeSocket.GetLocalEndPoint(fd) : _listener.EndPoint;
+            EndPoint? remote = NativeSocket.GetRemoteEndPoint(fd);
+            connection = new IoUringConnection(fd, reactor, _listener.Reactors, _listener.Reactors.PoolFor(reactorIndex), local, remote);
+        }
+        catch (Exception e)
+        {
+            // Nothing was issued on this fd yet: closing it ends this one connection.
+            NativeSocket.Close(fd);
+            IoUringLog.ReactorException(_listener.Logger, e);
+            return;
+        }
+
         connection.Start();
         _listener.OnConnectionAccepted(connection);
     }

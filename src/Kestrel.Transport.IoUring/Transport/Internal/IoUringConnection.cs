@@ -86,8 +86,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         _originalTransport = new DuplexPipe(_input.Reader, _output.Writer);
         Transport = _originalTransport;
 
-        _onFlushCompleted = OnFlushCompleted;
-        _onReadCompleted = OnReadCompleted;
+        _onFlushCompleted = () => Guard(static c => c.OnFlushCompleted());
+        _onReadCompleted = () => Guard(static c => c.OnReadCompleted());
         _features = new FeatureCollection();
         InitializeFeatures();
     }
@@ -206,12 +206,12 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
                 if (!_recvDone && !_waitingForBuffers)
                 {
                     _waitingForBuffers = true;
-                    _reactor.WhenBuffersAvailable(static state =>
+                    _reactor.WhenBuffersAvailable(static state => ((IoUringConnection)state!).Guard(static connection =>
                     {
-                        var connection = (IoUringConnection)state!;
                         connection._waitingForBuffers = false;
                         connection.ArmRecv();
-                    }, this);
+                        connection.MaybeClose();
+                    }), this);
                 }
 
                 return;
@@ -638,7 +638,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             _reactor.Schedule(static state =>
             {
                 var (connection, reason) = ((IoUringConnection, Exception?))state!;
-                connection.AbortOnReactor(reason);
+                connection.Guard(c => c.AbortOnReactor(reason));
             }, (this, abortReason));
         }
     }
@@ -653,6 +653,19 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         Shutdown(abortReason);
         _output.Reader.CancelPendingRead();
         MaybeClose();
+    }
+
+    /// <summary>Runs a continuation of this connection; an exception in it ends this connection only.</summary>
+    private void Guard(Action<IoUringConnection> continuation)
+    {
+        try
+        {
+            continuation(this);
+        }
+        catch (Exception e)
+        {
+            OnHandlerException(e);
+        }
     }
 
     public void OnReactorStopping()
