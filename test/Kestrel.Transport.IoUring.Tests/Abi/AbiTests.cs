@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Kestrel.Transport.IoUring.Interop;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Xunit.Abstractions;
 
 namespace Kestrel.Transport.IoUring.Tests.Abi;
@@ -101,6 +103,54 @@ public class AbiTests(ITestOutputHelper output)
             string[] parts = key.Split('.');
             Assert.Contains(ManagedAbi.Structs.Single(s => s.Name == parts[0]).Fields, f => f.Name == parts[1]);
         });
+    }
+
+    [SkippableFact]
+    public void IoUringSetup_ZeroEntries_FailsWithEinval()
+    {
+        IoUringRequirement.Ensure();
+        var p = default(io_uring_params);
+        int ret;
+        int errno;
+        // The pointer is to a zeroed local that outlives the call; the kernel only reads it here.
+        unsafe
+        {
+            ret = IoUringNative.io_uring_setup(0, &p);
+            errno = Marshal.GetLastPInvokeError();
+        }
+
+        Assert.Equal(-1, ret);
+        Assert.Equal(Libc.EINVAL, errno);
+    }
+
+    [SkippableFact]
+    public void IoUringEnterAndRegister_FdThatIsNotARing_FailWithEopnotsupp()
+    {
+        IoUringRequirement.Ensure();
+        int fd = Libc.eventfd(0, Libc.EFD_CLOEXEC);
+        Assert.True(fd >= 0, $"eventfd failed: errno {Marshal.GetLastPInvokeError()}");
+        try
+        {
+            int enterRet;
+            int enterErrno;
+            int registerRet;
+            int registerErrno;
+            // Null argument pointers with zero sizes/counts: the kernel rejects the fd before reading any.
+            unsafe
+            {
+                enterRet = IoUringNative.io_uring_enter(fd, 0, 0, IoUringNative.IORING_ENTER_GETEVENTS, null, 0);
+                enterErrno = Marshal.GetLastPInvokeError();
+                registerRet = IoUringNative.io_uring_register(fd, IoUringNative.IORING_REGISTER_PROBE, null, 0);
+                registerErrno = Marshal.GetLastPInvokeError();
+            }
+
+            Assert.Equal((-1, Libc.EOPNOTSUPP), (enterRet, enterErrno));
+            Assert.Equal((-1, Libc.EOPNOTSUPP), (registerRet, registerErrno));
+        }
+        finally
+        {
+            Libc.close(fd);
+        }
     }
 
     private static string FirstLine(string text, string containing)
