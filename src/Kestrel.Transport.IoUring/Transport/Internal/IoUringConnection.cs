@@ -34,6 +34,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private readonly Pipe _output;  // the application writes, we read
     private readonly IDuplexPipe _originalTransport;
     private readonly MemoryPool<byte> _pool;
+    private readonly ReactorStats _stats;
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -67,8 +68,9 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private bool _isClosed;
     private Task? _disposeTask;
 
-    public IoUringConnection(int fd, Reactor reactor, ReactorGroup group, MemoryPool<byte> pool, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
+    public IoUringConnection(int fd, Reactor reactor, ReactorGroup group, MemoryPool<byte> pool, ReactorStats stats, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
     {
+        _stats = stats;
         _fd = fd;
         _reactor = reactor;
         _group = group;
@@ -100,7 +102,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         _iovecs = (iovec*)NativeMemory.Alloc((nuint)(MaxIovecs * sizeof(iovec)));
         _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)sizeof(msghdr));
         _slot = _reactor.Register(this);
-        _group.OnConnectionStarted();
+        Interlocked.Increment(ref _stats.ActiveConnections);
         ArmRecv();
         StartRead();
     }
@@ -150,6 +152,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             ProvidedBufferRing buffers = _reactor.Buffers;
             ushort bid = (ushort)(flags >> IoUringNative.IORING_CQE_BUFFER_SHIFT);
             buffers.OnConsumed();
+            _stats.BytesReceived += result;
             try
             {
                 if (!_recvDone)
@@ -203,6 +206,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             case Libc.ENOBUFS:
                 // Every provided buffer is in use. Re-arm once recycled buffers are back in the ring.
                 _reactor.Buffers.Exhaustions++;
+                _stats.BufferExhaustions++;
                 if (!_recvDone && !_waitingForBuffers)
                 {
                     _waitingForBuffers = true;
@@ -534,6 +538,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         }
 
         _sendOffset += result;
+        _stats.BytesSent += result;
         if (!_shutdownDone && _sendOffset < _sendBuffer.Length)
         {
             // Short send, or more segments than one send carries: continue from where the kernel stopped.
@@ -714,7 +719,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         NativeMemory.Free(_msg);
         _iovecs = null;
         _msg = null;
-        _group.OnConnectionClosed();
+        Interlocked.Decrement(ref _stats.ActiveConnections);
         _closed.TrySetResult();
     }
 

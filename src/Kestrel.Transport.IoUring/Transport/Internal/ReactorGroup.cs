@@ -15,9 +15,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
 {
     private readonly Reactor[] _reactors;
     private readonly MemoryPool<byte>[] _pools;
+    private readonly ReactorStats[] _stats;
     private readonly IMemoryPoolFactory<byte>? _memoryPoolFactory;
     private int _next = -1;
-    private int _activeConnections;
 
     public ReactorGroup(IoUringTransportOptions options, IMemoryPoolFactory<byte>? memoryPoolFactory, ILoggerFactory loggerFactory)
     {
@@ -27,6 +27,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
         AppScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
         _reactors = new Reactor[options.ReactorCount];
         _pools = new MemoryPool<byte>[options.ReactorCount];
+        _stats = new ReactorStats[options.ReactorCount];
         for (int i = 0; i < _reactors.Length; i++)
         {
             var reactorOptions = new ReactorOptions
@@ -39,6 +40,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
                 ReceiveBufferCount = options.ReceiveBufferCount,
                 ReceiveBufferSize = options.ReceiveBufferSize,
             };
+            _stats[i] = new ReactorStats();
             _reactors[i] = new Reactor(reactorOptions, i)
             {
                 UnhandledException = e => IoUringLog.ReactorException(Logger, e),
@@ -55,7 +57,20 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public int Count => _reactors.Length;
 
-    public int ActiveConnections => Volatile.Read(ref _activeConnections);
+    /// <summary>Connections open on all reactors.</summary>
+    public long ActiveConnections
+    {
+        get
+        {
+            long total = 0;
+            foreach (ReactorStats stats in _stats)
+            {
+                total += Volatile.Read(ref stats.ActiveConnections);
+            }
+
+            return total;
+        }
+    }
 
     public Reactor this[int index] => _reactors[index];
 
@@ -85,9 +100,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public MemoryPool<byte> PoolFor(int reactorIndex) => _pools[reactorIndex];
 
-    public void OnConnectionStarted() => Interlocked.Increment(ref _activeConnections);
-
-    public void OnConnectionClosed() => Interlocked.Decrement(ref _activeConnections);
+    public ReactorStats StatsFor(int reactorIndex) => _stats[reactorIndex];
 
     public string DescribeFeatures()
     {
