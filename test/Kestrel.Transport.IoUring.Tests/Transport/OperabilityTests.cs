@@ -82,9 +82,12 @@ public class OperabilityTests
 
         var totals = new Dictionary<string, long>();
         using var listener = new MeterListener();
+
+        // Only this host's meter: tests in other classes run hosts of their own at the same time.
+        IMeterFactory meterFactory = app.Services.GetRequiredService<IMeterFactory>();
         listener.InstrumentPublished = (instrument, l) =>
         {
-            if (instrument.Meter.Name == "Kestrel.Transport.IoUring")
+            if (instrument.Meter.Name == "Kestrel.Transport.IoUring" && ReferenceEquals(instrument.Meter.Scope, meterFactory))
             {
                 l.EnableMeasurementEvents(instrument);
             }

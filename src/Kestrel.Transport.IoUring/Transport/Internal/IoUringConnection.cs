@@ -57,9 +57,10 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private ReadOnlySequence<byte> _sendBuffer;
     private bool _sendBufferIsLast;
     private long _sendOffset;
+    private MemoryHandle _singlePin;        // the one pinned segment of a single-segment send
+    private MemoryHandle[]? _pins;          // created on the first multi-segment send
+    private msghdr* _msg;                   // followed in the same allocation by MaxIovecs iovecs
     private iovec* _iovecs;
-    private msghdr* _msg;
-    private readonly MemoryHandle[] _pins = new MemoryHandle[MaxIovecs];
     private int _pinCount;
 
     // Closing
@@ -99,8 +100,6 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     /// <summary>Registers with the reactor and starts both directions. Reactor thread.</summary>
     public void Start()
     {
-        _iovecs = (iovec*)NativeMemory.Alloc((nuint)(MaxIovecs * sizeof(iovec)));
-        _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)sizeof(msghdr));
         _slot = _reactor.Register(this);
         Interlocked.Increment(ref _stats.ActiveConnections);
         ArmRecv();
@@ -457,8 +456,36 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private void IssueSend()
     {
         UnpinAll();
+        ReadOnlySequence<byte> remaining = _sendBuffer.Slice(_sendOffset);
+        io_uring_sqe* sqe;
+        if (remaining.IsSingleSegment)
+        {
+            // The common case (one flush of a small response) needs no iovec and no msghdr.
+            ReadOnlyMemory<byte> memory = remaining.First;
+            _singlePin = memory.Pin();
+            _pinCount = -1;
+            sqe = _reactor.GetSqe(_slot, KindSend);
+            sqe->opcode = IoUringNative.IORING_OP_SEND;
+            sqe->fd = _fd;
+            sqe->msg_flags = Libc.MSG_NOSIGNAL;
+            sqe->addr = (ulong)_singlePin.Pointer;
+            sqe->len = (uint)memory.Length;
+            _sendInFlight = true;
+            return;
+        }
+
+        if (_msg is null)
+        {
+            // One native block per connection for the gathered send: a msghdr and its iovec array,
+            // unmovable, freed only when the connection closes (after its last send completed).
+            _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec)));
+            _iovecs = (iovec*)(_msg + 1);
+            _pins = new MemoryHandle[MaxIovecs];
+        }
+
+        MemoryHandle[] pins = _pins!;
         int count = 0;
-        foreach (ReadOnlyMemory<byte> segment in _sendBuffer.Slice(_sendOffset))
+        foreach (ReadOnlyMemory<byte> segment in remaining)
         {
             if (segment.IsEmpty)
             {
@@ -471,31 +498,21 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             }
 
             MemoryHandle pin = segment.Pin();
-            _pins[count] = pin;
+            pins[count] = pin;
             _iovecs[count].iov_base = pin.Pointer;
             _iovecs[count].iov_len = (nuint)segment.Length;
             count++;
         }
 
         _pinCount = count;
-        io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindSend);
+        _msg->msg_iov = _iovecs;
+        _msg->msg_iovlen = (nuint)count;
+        sqe = _reactor.GetSqe(_slot, KindSend);
+        sqe->opcode = IoUringNative.IORING_OP_SENDMSG;
         sqe->fd = _fd;
         sqe->msg_flags = Libc.MSG_NOSIGNAL;
-        if (count == 1)
-        {
-            sqe->opcode = IoUringNative.IORING_OP_SEND;
-            sqe->addr = (ulong)_iovecs[0].iov_base;
-            sqe->len = (uint)_iovecs[0].iov_len;
-        }
-        else
-        {
-            _msg->msg_iov = _iovecs;
-            _msg->msg_iovlen = (nuint)count;
-            sqe->opcode = IoUringNative.IORING_OP_SENDMSG;
-            sqe->addr = (ulong)_msg;
-            sqe->len = 1;
-        }
-
+        sqe->addr = (ulong)_msg;
+        sqe->len = 1;
         _sendInFlight = true;
     }
 
@@ -561,9 +578,15 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
     private void UnpinAll()
     {
+        if (_pinCount == -1)
+        {
+            _singlePin.Dispose();
+            _singlePin = default;
+        }
+
         for (int i = 0; i < _pinCount; i++)
         {
-            _pins[i].Dispose();
+            _pins![i].Dispose();
             _pins[i] = default;
         }
 
@@ -715,10 +738,12 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             _reactor.Unregister(_slot);
         }
 
-        NativeMemory.Free(_iovecs);
-        NativeMemory.Free(_msg);
-        _iovecs = null;
-        _msg = null;
+        if (_msg is not null)
+        {
+            NativeMemory.Free(_msg);
+            _msg = null;
+            _iovecs = null;
+        }
         Interlocked.Decrement(ref _stats.ActiveConnections);
         _closed.TrySetResult();
     }
