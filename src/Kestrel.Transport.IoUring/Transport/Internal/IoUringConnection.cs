@@ -81,18 +81,14 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         RemoteEndPoint = remoteEndPoint;
         ConnectionClosed = _connectionClosedTokenSource.Token;
 
-        IoUringTransportOptions options = group.Options;
-        long maxRead = options.MaxReadBufferSize ?? 0;
-        long maxWrite = options.MaxWriteBufferSize ?? 0;
-        _input = new Pipe(new PipeOptions(pool, group.AppScheduler, reactor, maxRead, maxRead / 2, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(pool, reactor, group.AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
+        (PipeOptions inputOptions, PipeOptions outputOptions) = group.PipeOptionsFor(reactor.Id);
+        _input = new Pipe(inputOptions);
+        _output = new Pipe(outputOptions);
         _originalTransport = new DuplexPipe(_input.Reader, _output.Writer);
         Transport = _originalTransport;
 
-        _onFlushCompleted = () => Guard(static c => c.OnFlushCompleted());
-        _onReadCompleted = () => Guard(static c => c.OnReadCompleted());
-        _features = new FeatureCollection();
-        InitializeFeatures();
+        _onFlushCompleted = OnFlushCompletedGuarded;
+        _onReadCompleted = OnReadCompletedGuarded;
     }
 
     // ---------------- Start ----------------
@@ -274,6 +270,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         flush.GetAwaiter().UnsafeOnCompleted(_onFlushCompleted);
     }
 
+    private void OnFlushCompletedGuarded() => Guard(static c => c.OnFlushCompleted());
+
     /// <summary>Runs on the input pipe's writer scheduler: the reactor.</summary>
     private void OnFlushCompleted()
     {
@@ -388,6 +386,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             }
         }
     }
+
+    private void OnReadCompletedGuarded() => Guard(static c => c.OnReadCompleted());
 
     /// <summary>Runs on the output pipe's reader scheduler: the reactor.</summary>
     private void OnReadCompleted()

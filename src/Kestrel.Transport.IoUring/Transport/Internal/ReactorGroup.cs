@@ -16,6 +16,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
     private readonly Reactor[] _reactors;
     private readonly MemoryPool<byte>[] _pools;
     private readonly ReactorStats[] _stats;
+    private readonly (PipeOptions Input, PipeOptions Output)[] _pipeOptions;
     private readonly IMemoryPoolFactory<byte>? _memoryPoolFactory;
     private int _next = -1;
 
@@ -28,6 +29,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
         _reactors = new Reactor[options.ReactorCount];
         _pools = new MemoryPool<byte>[options.ReactorCount];
         _stats = new ReactorStats[options.ReactorCount];
+        _pipeOptions = new (PipeOptions, PipeOptions)[options.ReactorCount];
         for (int i = 0; i < _reactors.Length; i++)
         {
             var reactorOptions = new ReactorOptions
@@ -82,6 +84,14 @@ internal sealed class ReactorGroup : IAsyncDisposable
             {
                 _reactors[i].Start();
                 _pools[i] = _memoryPoolFactory?.Create(new MemoryPoolOptions { Owner = "iouring" }) ?? MemoryPool<byte>.Shared;
+                long maxRead = Options.MaxReadBufferSize ?? 0;
+                long maxWrite = Options.MaxWriteBufferSize ?? 0;
+
+                // Input: we write on the reactor, the app reads on its scheduler; pause at MaxReadBufferSize,
+                // resume at half. Output: the app writes, we read on the reactor; likewise MaxWriteBufferSize.
+                _pipeOptions[i] = (
+                    new PipeOptions(_pools[i], AppScheduler, _reactors[i], maxRead, maxRead / 2, useSynchronizationContext: false),
+                    new PipeOptions(_pools[i], _reactors[i], AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
             }
             catch
             {
@@ -101,6 +111,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
     public MemoryPool<byte> PoolFor(int reactorIndex) => _pools[reactorIndex];
 
     public ReactorStats StatsFor(int reactorIndex) => _stats[reactorIndex];
+
+    /// <summary>The pipe options shared by every connection of a reactor.</summary>
+    public (PipeOptions Input, PipeOptions Output) PipeOptionsFor(int reactorIndex) => _pipeOptions[reactorIndex];
 
     public string DescribeFeatures()
     {
