@@ -15,7 +15,7 @@ public class ReactorWakeBenchmarks
     private static readonly Action<object?> s_increment = static state =>
     {
         var box = (StrongBox<long>)state!;
-        Volatile.Write(ref box.Value, box.Value + 1); // only the reactor thread writes
+        Volatile.Write(ref box.Value, box.Value + 1); // release for the spinning poster; only the reactor thread writes
     };
 
     private static readonly Action<object?> s_set = static state => ((ManualResetEventSlim)state!).Set();
@@ -57,7 +57,7 @@ public class ReactorWakeBenchmarks
         _reactor.Schedule(s_increment, _ran);
         var spinner = default(SpinWait);
         long start = 0;
-        while (Volatile.Read(ref _ran.Value) != expected)
+        while (Volatile.Read(ref _ran.Value) != expected) // acquire: pairs with the reactor's release write
         {
             spinner.SpinOnce(sleep1Threshold: -1);
             if (spinner.Count % 4096 == 0)

@@ -80,7 +80,7 @@ public class ReactorTests(ITestOutputHelper output)
             {
                 if (!reactor.IsOnReactorThread)
                 {
-                    Interlocked.Increment(ref offThread);
+                    Interlocked.Increment(ref offThread); // atomic: an off-thread run may race another
                 }
 
                 runs[(int)state!]++; // reactor thread only: a plain increment would expose concurrent runs
@@ -131,7 +131,7 @@ public class ReactorTests(ITestOutputHelper output)
             await all.Task.WaitAsync(TimeSpan.FromSeconds(30));
             long wakes = reactor.WakeWrites - wakesBefore;
 
-            Assert.Equal(0, Volatile.Read(ref offThread));
+            Assert.Equal(0, Volatile.Read(ref offThread)); // acquire: all items have run (awaited above)
             int[] snapshot = await OnReactor(reactor, () => runs.ToArray());
             for (int i = 0; i < Total; i++)
             {
@@ -163,7 +163,7 @@ public class ReactorTests(ITestOutputHelper output)
             Action<object?> lateInTurn = static s =>
             {
                 var box = (StrongBox<int>)s!;
-                Volatile.Write(ref box.Value, box.Value + 1);
+                Volatile.Write(ref box.Value, box.Value + 1); // release: the spinning producer reads it; only this thread writes
                 long until = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 20_000); // 50 us
                 while (Stopwatch.GetTimestamp() < until)
                 {
@@ -178,7 +178,7 @@ public class ReactorTests(ITestOutputHelper output)
                 {
                     reactor.Schedule(item, flag);
                     long deadline = Stopwatch.GetTimestamp() + (2 * Stopwatch.Frequency);
-                    while (Volatile.Read(ref flag.Value) != i)
+                    while (Volatile.Read(ref flag.Value) != i) // acquire: pairs with the reactor's release write
                     {
                         if (Stopwatch.GetTimestamp() > deadline)
                         {
