@@ -114,6 +114,9 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
 
     public bool IsStopping => _state != 0;
 
+    /// <summary>True once the loop has exited and the ring is gone (work then runs on the thread pool).</summary>
+    public bool IsStopped => _state == 2;
+
     public IoUringRing Ring => _ring ?? throw new InvalidOperationException("The reactor has not started.");
 
     public ProvidedBufferRing Buffers => _buffers ?? throw new InvalidOperationException("This reactor has no receive buffer ring.");
@@ -279,6 +282,18 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
         sqe->opcode = IORING_OP_ASYNC_CANCEL;
         sqe->fd = fd;
         sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
+    }
+
+    /// <summary>
+    /// Queues close(2) of <paramref name="fd"/> in the ring, batched with this turn's submission (a socket
+    /// has no flush method, so the kernel closes it inline, not on io-wq). The caller guarantees no
+    /// operation on the fd is in flight and none will be issued: the number is reused once this runs.
+    /// </summary>
+    public void QueueClose(int fd)
+    {
+        io_uring_sqe* sqe = GetSqe();
+        sqe->opcode = IORING_OP_CLOSE;
+        sqe->fd = fd;
     }
 
     /// <summary>Queues an ASYNC_CANCEL of the one operation carrying <paramref name="userData"/>.</summary>
