@@ -122,7 +122,10 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                 socket.DualMode = true;
             }
 
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // Raw SO_REUSEADDR (restart while old connections linger in TIME_WAIT): .NET's
+            // SocketOptionName.ReuseAddress also sets SO_REUSEPORT on Linux, which would let the probe
+            // socket join another process's group instead of detecting it.
+            socket.SetRawSocketOption(Interop.Libc.SOL_SOCKET, Interop.Libc.SO_REUSEADDR, BitConverter.GetBytes(1));
             if (reusePort)
             {
                 socket.SetRawSocketOption(Interop.Libc.SOL_SOCKET, Interop.Libc.SO_REUSEPORT, BitConverter.GetBytes(1));
