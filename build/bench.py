@@ -294,15 +294,20 @@ def cpu_us(pid):
 
 
 def context_switches(pid):
-    total = 0
+    """{thread id: voluntary + nonvoluntary context switches} from /proc/PID/task/*/status."""
+    counts = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
+            counts[task.name] = sum(int(line.split()[1]) for line in (task / "status").read_text().splitlines()
+                                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
         except OSError:
             pass  # the thread ended meanwhile
-    return total
+    return counts
+
+
+def context_switch_delta(before, after):
+    """Per thread, so a thread that exits during the run cannot subtract; its last switches are missed."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 def load_command(gen, profile, port, connections, duration):
@@ -333,8 +338,9 @@ def parse_wrk(out):
     requests, seconds = int(m.group(1)), to_ms(m.group(2), m.group(3)) / 1000
 
     def percentile(p):
+        # wrk sometimes prints 0.00us for a percentile it lost (wg/wrk#354): report n/a instead.
         pm = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-        return to_ms(pm.group(1), pm.group(2)) if pm else None
+        return (to_ms(pm.group(1), pm.group(2)) or None) if pm else None
 
     se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -394,12 +400,12 @@ def measure(server, gen, profile, connections, duration, count_syscalls):
         "rps": n / result["seconds"] if result["seconds"] else 0.0,
         "cpu_us_per_req": (cpu1 - cpu0) / n if n else None,
         "syscalls_per_req": syscalls / n if n and syscalls is not None else None,
-        "ctx_per_req": (ctx1 - ctx0) / n if n else None,
+        "ctx_per_req": context_switch_delta(ctx0, ctx1) / n if n else None,
         "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
         "errors": result["socket_errors"] + result["non2xx"],
         "socket_errors": result["socket_errors"], "non2xx": result["non2xx"],
         "server_cpu_pct": 100 * (cpu1 - cpu0) / 1e6 / (t1 - t0),
-        "server_cpu_us": cpu1 - cpu0, "syscalls": syscalls, "context_switches": ctx1 - ctx0,
+        "server_cpu_us": cpu1 - cpu0, "syscalls": syscalls, "context_switches": context_switch_delta(ctx0, ctx1),
     }
 
 
