@@ -1,0 +1,606 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark of the io_uring and Sockets transports. Run it through build/bench.sh.
+
+For each configuration (io_uring/Sockets x default/inline scheduling) in turn: start the server
+pinned to CPU 0, wait until it answers, check its endpoints, then for each profile warm up and run
+the load generator pinned to CPU 1, measuring over every run the server's CPU time (/proc/PID/stat),
+system calls (perf stat) and context switches (/proc/PID/task/*/status). Prints one markdown table
+per profile (medians over the runs, plus io_uring/Sockets ratios) and writes
+benchmarks/results/YYYY-MM-DD-HHMM-<commit>.md and .json. Documented in benchmarks/README.md.
+Python standard library only.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "PlatformBenchmarks"
+PIPELINE_LUA = ROOT / "benchmarks" / "scripts" / "pipeline.lua"
+SERVER_CPU, CLIENT_CPU = "0", "1"
+START_TIMEOUT_S = 60
+
+# name -> (label, server arguments before --urls)
+CONFIGS = {
+    "iouring": ("io_uring default", ["--transport", "iouring"]),
+    "iouring-inline": ("io_uring inline", ["--transport", "iouring", "--inline"]),
+    "sockets": ("Sockets default", ["--transport", "sockets"]),
+    "sockets-inline": ("Sockets inline", ["--transport", "sockets", "--inline"]),
+}
+# (row label, io_uring config, its Sockets counterpart)
+PAIRS = [("default", "iouring", "sockets"), ("inline", "iouring-inline", "sockets-inline")]
+
+# TechEmpower's request headers.
+ACCEPT_TEXT = "text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
+ACCEPT_JSON = "application/json,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
+
+# name -> path, connection counts, Accept, Connection header, pipeline depth, description
+PROFILES = {
+    "plaintext": ("/plaintext", [256], ACCEPT_TEXT, "keep-alive", 1, "GET /plaintext, 256 connections, no pipelining"),
+    "pipelined": ("/plaintext", [256], ACCEPT_TEXT, "keep-alive", 16, "GET /plaintext, 256 connections, pipeline depth 16"),
+    "json": ("/json", [256], ACCEPT_JSON, "keep-alive", 1, "GET /json, 256 connections"),
+    "close": ("/plaintext", [64], ACCEPT_TEXT, "close", 1, "GET /plaintext with Connection: close, 64 connections (connection churn)"),
+    "sweep": ("/plaintext", [16, 64, 256, 1024, 4096], ACCEPT_TEXT, "keep-alive", 1, "GET /plaintext at 16 to 4096 connections"),
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg, end="\n"):
+    print(msg, end=end, file=sys.stderr, flush=True)
+
+
+def run_text(cmd, timeout=60, check=True):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if check and p.returncode != 0:
+        raise BenchError(f"`{shlex.join(cmd)}` failed ({p.returncode}):\n{(p.stdout + p.stderr)[-3000:]}")
+    return p.stdout.strip()
+
+
+def headers_for(profile, port):
+    _, _, accept, connection, _, _ = PROFILES[profile]
+    return {"Host": f"127.0.0.1:{port}", "Accept": accept, "Connection": connection}
+
+
+# ---------------------------------------------------------------- tools and environment
+
+def ensure_tool(command, package):
+    """Installs a missing Debian package through apt when root; returns whether the command exists."""
+    if shutil.which(command):
+        return True
+    if os.geteuid() != 0:
+        log(f"note: `{command}` missing; install it with: sudo apt-get install -y {package}")
+        return False
+    log(f"installing {package} (apt) ...")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+                   env=env, capture_output=True, timeout=900)
+    return shutil.which(command) is not None
+
+
+def perf_problem():
+    """None when `perf stat` can count raw_syscalls:sys_enter here, else the reason it cannot."""
+    if not ensure_tool("perf", "linux-perf"):
+        return "perf is not installed"
+    p = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"],
+                       capture_output=True, text=True, timeout=30)
+    if parse_perf(p.stderr) is None:
+        return "perf cannot count raw_syscalls:sys_enter: " + (p.stderr.strip().splitlines() or ["no output"])[-1]
+    return None
+
+
+def parse_perf(text):
+    for line in text.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("raw_syscalls:sys_enter"):
+            return int(fields[0]) if fields[0].isdigit() else None
+    return None
+
+
+def raise_fd_limit(needed):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft < needed:
+        raise BenchError(f"open-file limit is {soft} but {needed} is needed (4096 connections on each side); "
+                         f"raise it (ulimit -n {needed}) or drop the sweep profile")
+
+
+def environment(args, dll):
+    commit = run_text(["git", "rev-parse", "--short", "HEAD"], check=False) or "nogit"
+    if run_text(["git", "status", "--porcelain", "--untracked-files=no"], check=False):
+        commit += "-dirty"
+    cpu = next((line.split(":", 1)[1].strip() for line in run_text(["lscpu"], check=False).splitlines()
+                if line.startswith("Model name:")), "unknown")
+    runtimes = [line.split()[1] for line in run_text(["dotnet", "--list-runtimes"], check=False).splitlines()
+                if line.startswith("Microsoft.NETCore.App ")]
+    gen = run_text([args.load_generator, "--version"], check=False) if args.load_generator == "bombardier" else \
+        subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "commit": commit,
+        "kernel": os.uname().release,
+        "cpu": cpu,
+        "dotnet_sdk": run_text(["dotnet", "--version"], check=False),
+        "dotnet_runtimes": runtimes,
+        "load_generator": gen.strip(),
+        "server": str(dll),
+        "command": ("build/bench.sh " if os.environ.get("BENCH_SERVER_PIDFILE") else "python3 build/bench.py ")
+                   + shlex.join(sys.argv[1:]),
+        "runs": args.runs, "duration_s": args.duration, "warmup_s": args.warmup,
+        "pinning": f"server taskset -c {SERVER_CPU}, load generator taskset -c {CLIENT_CPU}",
+    }
+
+
+def build_sample():
+    if not (SAMPLE / "PlatformBenchmarks.csproj").exists():
+        raise BenchError(f"{SAMPLE.relative_to(ROOT)}/PlatformBenchmarks.csproj not found; "
+                         "use --server-dll PATH to run a prebuilt server")
+    log("building samples/PlatformBenchmarks (Release) ...")
+    run_text(["dotnet", "build", "-c", "Release", "-nologo", "-v", "quiet", str(SAMPLE)], timeout=1200)
+    dll = Path(run_text(["dotnet", "msbuild", str(SAMPLE), "-nologo", "-getProperty:TargetPath",
+                         "-p:Configuration=Release"], timeout=300))
+    if not dll.is_file():
+        raise BenchError(f"build succeeded but {dll} does not exist")
+    return dll
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- the server under test
+
+class Server:
+    def __init__(self, dll, config, port, log_dir):
+        self.config, self.port = config, port
+        self.log_path = Path(log_dir) / f"server-{config}.log"
+        self.cmd = ["taskset", "-c", SERVER_CPU, "dotnet", str(dll), *CONFIGS[config][1],
+                    "--urls", f"http://127.0.0.1:{port}"]
+        self.proc = None
+
+    def start(self):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise BenchError(f"port {self.port} is already in use by another process")
+        with open(self.log_path, "wb") as out:  # taskset execs dotnet: proc.pid is the server
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        pidfile = os.environ.get("BENCH_SERVER_PIDFILE")  # build/bench.sh's trap kills it if we die
+        if pidfile:
+            Path(pidfile).write_text(str(self.proc.pid))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"server exited with code {self.proc.returncode} during startup: "
+                                 f"{shlex.join(self.cmd)}\n{self.log_tail()}")
+            try:
+                fetch(self.port, "/plaintext", {})
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"server did not answer on port {self.port} within {START_TIMEOUT_S} s\n"
+                                     + self.log_tail())
+                time.sleep(0.2)
+        self.check_transport()
+
+    def check_transport(self):
+        """An io_uring run that silently fell back to Sockets would compare Sockets with itself."""
+        rings = 0
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            try:
+                rings += os.readlink(fd) == "anon_inode:[io_uring]"
+            except OSError:
+                pass
+        wants_ring = CONFIGS[self.config][1][1] == "iouring"
+        if wants_ring and rings == 0:
+            raise BenchError(f"{CONFIGS[self.config][0]}: the server has no io_uring instance; the transport "
+                             f"fell back to Sockets (io_uring unavailable?)\n{self.log_tail()}")
+        if not wants_ring and rings:
+            raise BenchError(f"{CONFIGS[self.config][0]}: the server has io_uring instances; --transport sockets "
+                             "was not honoured")
+
+    def log_tail(self):
+        try:
+            return "--- server log (tail) ---\n" + "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        pidfile = os.environ.get("BENCH_SERVER_PIDFILE")
+        if pidfile:
+            Path(pidfile).write_text("")
+
+
+def fetch(port, path, headers):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.headers, r.read()
+    finally:
+        conn.close()
+
+
+def validate(server, profiles):
+    """Fetches each profile's endpoint once with its own headers and checks the response."""
+    label = CONFIGS[server.config][0]
+    for profile in profiles:
+        path = PROFILES[profile][0]
+        try:
+            status, headers, body = fetch(server.port, path, headers_for(profile, server.port))
+        except OSError as e:
+            raise BenchError(f"{label}: GET {path} ({profile}) failed: {e}") from e
+        problems = []
+        if status != 200:
+            problems.append(f"status {status}")
+        for name in ("Server", "Date"):
+            if not headers.get(name):
+                problems.append(f"no {name} header")
+        if path == "/plaintext":
+            if body != b"Hello, World!":
+                problems.append(f"body {body[:100]!r}, expected b'Hello, World!'")
+            if not (headers.get("Content-Type") or "").startswith("text/plain"):
+                problems.append(f"Content-Type {headers.get('Content-Type')!r}, expected text/plain")
+        else:
+            try:
+                message = json.loads(body).get("message")
+            except (ValueError, AttributeError):
+                message = None
+            if message != "Hello, World!":
+                problems.append(f"body {body[:100]!r}, expected {{\"message\":\"Hello, World!\"}}")
+            if not (headers.get("Content-Type") or "").startswith("application/json"):
+                problems.append(f"Content-Type {headers.get('Content-Type')!r}, expected application/json")
+        if problems:
+            raise BenchError(f"{label}: GET {path} ({profile}) is not a valid benchmark response: "
+                             + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- measuring
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_us(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1_000_000 / CLK_TCK  # utime + stime of all threads
+
+
+def context_switches(pid):
+    """{thread id: voluntary + nonvoluntary context switches} from /proc/PID/task/*/status."""
+    counts = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            counts[task.name] = sum(int(line.split()[1]) for line in (task / "status").read_text().splitlines()
+                                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+        except OSError:
+            pass  # the thread ended meanwhile
+    return counts
+
+
+def context_switch_delta(before, after):
+    """Per thread, so a thread that exits during the run cannot subtract; its last switches are missed."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
+
+
+def load_command(gen, profile, port, connections, duration):
+    path, _, _, _, depth, _ = PROFILES[profile]
+    url = f"http://127.0.0.1:{port}{path}"
+    headers = [f"{k}: {v}" for k, v in headers_for(profile, port).items()]
+    if gen == "wrk":
+        cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+        for h in headers:
+            cmd += ["-H", h]
+        if depth > 1:
+            return cmd + ["-s", str(PIPELINE_LUA), url, "--", str(depth)]
+        return cmd + [url]
+    cmd = ["bombardier", f"-c{connections}", f"-d{duration}s", "-l", "-p", "r", "-o", "j"]
+    for h in headers:
+        cmd += ["-H", h]
+    return cmd + [url]
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(out):
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", out)
+    if not m:
+        raise BenchError(f"cannot parse wrk output:\n{out}")
+    requests, seconds = int(m.group(1)), to_ms(m.group(2), m.group(3)) / 1000
+
+    def percentile(p):
+        # wrk sometimes prints 0.00us for a percentile it lost (wg/wrk#354): report n/a instead.
+        pm = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        return (to_ms(pm.group(1), pm.group(2)) or None) if pm else None
+
+    se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"requests": requests, "seconds": seconds, "p50_ms": percentile(50), "p99_ms": percentile(99),
+            "socket_errors": sum(map(int, se.groups())) if se else 0,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def parse_bombardier(out):
+    r = json.loads(out)["result"]
+    pct = r.get("latency", {}).get("percentiles", {})
+    ok = r["req2xx"]
+    return {"requests": ok + r["req1xx"] + r["req3xx"] + r["req4xx"] + r["req5xx"] + r["others"],
+            "seconds": r["timeTakenSeconds"],
+            "p50_ms": pct["50"] / 1000 if "50" in pct else None, "p99_ms": pct["99"] / 1000 if "99" in pct else None,
+            "socket_errors": sum(e["count"] for e in r.get("errors", [])),
+            "non2xx": r["req1xx"] + r["req3xx"] + r["req4xx"] + r["req5xx"] + r["others"]}
+
+
+def drive(gen, profile, port, connections, duration):
+    cmd = ["taskset", "-c", CLIENT_CPU] + load_command(gen, profile, port, connections, duration)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, cwd=ROOT)
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{gen} did not finish within {duration + 60} s: {shlex.join(cmd)}") from e
+    if p.returncode != 0:
+        raise BenchError(f"{gen} failed ({p.returncode}): {shlex.join(cmd)}\n{p.stdout}{p.stderr}")
+    return parse_wrk(p.stdout) if gen == "wrk" else parse_bombardier(p.stdout)
+
+
+def measure(server, gen, profile, connections, duration, count_syscalls):
+    """One measured run: the load generator's numbers plus the server's costs over the same interval."""
+    pid = server.proc.pid
+    perf = None
+    if count_syscalls:
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.2)  # let perf attach before the load starts
+    try:
+        cpu0, ctx0, t0 = cpu_us(pid), context_switches(pid), time.monotonic()
+        result = drive(gen, profile, server.port, connections, duration)
+        cpu1, ctx1, t1 = cpu_us(pid), context_switches(pid), time.monotonic()
+    finally:
+        syscalls = None
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            try:
+                syscalls = parse_perf(perf.communicate(timeout=15)[1])
+            except subprocess.TimeoutExpired:
+                perf.kill()
+                perf.wait()
+    if server.proc.poll() is not None:
+        raise BenchError(f"server exited (code {server.proc.returncode}) during the run\n{server.log_tail()}")
+    n = result["requests"]
+    return {
+        "requests": n,
+        "rps": n / result["seconds"] if result["seconds"] else 0.0,
+        "cpu_us_per_req": (cpu1 - cpu0) / n if n else None,
+        "syscalls_per_req": syscalls / n if n and syscalls is not None else None,
+        "ctx_per_req": context_switch_delta(ctx0, ctx1) / n if n else None,
+        "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+        "errors": result["socket_errors"] + result["non2xx"],
+        "socket_errors": result["socket_errors"], "non2xx": result["non2xx"],
+        "server_cpu_pct": 100 * (cpu1 - cpu0) / 1e6 / (t1 - t0),
+        "server_cpu_us": cpu1 - cpu0, "syscalls": syscalls, "context_switches": context_switch_delta(ctx0, ctx1),
+    }
+
+
+# ---------------------------------------------------------------- reporting
+
+METRICS = ["rps", "cpu_us_per_req", "syscalls_per_req", "ctx_per_req", "p50_ms", "p99_ms", "server_cpu_pct"]
+
+
+def median(runs, key):
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs):
+    s = {k: median(runs, k) for k in METRICS}
+    s["errors"] = sum(r["errors"] for r in runs)
+    return s
+
+
+def fmt(value, digits):
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    return "n/a" if a is None or not b else f"{a / b:.2f}x"
+
+
+def profile_tables(profile, summaries, configs):
+    """summaries: {(config, connections): summary}. Returns the markdown for one profile."""
+    lines = [f"### {profile}: {PROFILES[profile][5]}", "",
+             "| Configuration | Conns | req/s | CPU us/req | syscalls/req | ctx sw/req | p50 ms | p99 ms | errors | server CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for c in PROFILES[profile][1]:
+        for config in configs:
+            s = summaries.get((config, c))
+            if s:
+                lines.append(f"| {CONFIGS[config][0]} | {c} | {fmt(s['rps'], 0)} | {fmt(s['cpu_us_per_req'], 2)} "
+                             f"| {fmt(s['syscalls_per_req'], 2)} | {fmt(s['ctx_per_req'], 3)} | {fmt(s['p50_ms'], 2)} "
+                             f"| {fmt(s['p99_ms'], 2)} | {s['errors']} | {fmt(s['server_cpu_pct'], 0)}% |")
+    ratio_rows = []
+    for c in PROFILES[profile][1]:
+        for label, io, so in PAIRS:
+            a, b = summaries.get((io, c)), summaries.get((so, c))
+            if a and b:
+                ratio_rows.append(f"| {label} | {c} | {ratio(a['rps'], b['rps'])} "
+                                  f"| {ratio(a['cpu_us_per_req'], b['cpu_us_per_req'])} "
+                                  f"| {ratio(a['syscalls_per_req'], b['syscalls_per_req'])} |")
+    if ratio_rows:
+        lines += ["", "| io_uring / Sockets | Conns | req/s | CPU us/req | syscalls/req |",
+                  "| --- | ---: | ---: | ---: | ---: |"] + ratio_rows
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results_dir, env, tables, runs, notes):
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    base = Path(results_dir) / f"{stamp}-{env['commit']}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    raw = ["| Configuration | Profile | Conns | Run | requests | req/s | server CPU us | syscalls | ctx sw "
+           "| p50 ms | p99 ms | socket errors | non-2xx |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        raw.append(f"| {CONFIGS[r['config']][0]} | {r['profile']} | {r['connections']} | {r['run']} | {r['requests']} "
+                   f"| {fmt(r['rps'], 0)} | {fmt(r['server_cpu_us'], 0)} | {fmt(r['syscalls'], 0)} "
+                   f"| {r['context_switches']} | {fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} "
+                   f"| {r['socket_errors']} | {r['non2xx']} |")
+    md = [f"# Load benchmark {env['date']}", "",
+          f"- Commit: `{env['commit']}`",
+          f"- Kernel: {env['kernel']}",
+          f"- CPU: {env['cpu']}",
+          f"- .NET: SDK {env['dotnet_sdk']}, runtimes {', '.join(env['dotnet_runtimes'])}",
+          f"- Load generator: {env['load_generator']}",
+          f"- Server: `{env['server']}`",
+          f"- Command: `{env['command']}`",
+          f"- {env['runs']} run(s) of {env['duration_s']} s after a {env['warmup_s']} s warm-up; medians; "
+          f"{env['pinning']}"]
+    md += [f"- Note: {n}" for n in notes]
+    md += ["", "## Results", "", *tables, "## Raw runs", "", *raw, ""]
+    base.with_suffix(".md").write_text("\n".join(md))
+    base.with_suffix(".json").write_text(json.dumps({"environment": env, "notes": notes, "runs": runs}, indent=1))
+    return base.with_suffix(".md")
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args():
+    p = argparse.ArgumentParser(prog="build/bench.sh", description=__doc__.split("\n")[0])
+    p.add_argument("--profiles", default="plaintext,pipelined,json,close,sweep",
+                   help="comma-separated subset of: " + ", ".join(PROFILES))
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    p.add_argument("--runs", type=int, help="measured runs per profile (default 3; --quick: 1)")
+    p.add_argument("--duration", type=int, help="seconds per measured run (default 10; --quick: 3)")
+    p.add_argument("--warmup", type=int, help="warm-up seconds before each measurement (default 5; --quick: 2)")
+    p.add_argument("--quick", action="store_true", help="smoke check: 1 short run")
+    p.add_argument("--server-dll", type=Path, help="run this prebuilt server instead of building samples/PlatformBenchmarks")
+    p.add_argument("--load-generator", choices=["wrk", "bombardier"], default="wrk")
+    p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    p.add_argument("--no-perf", action="store_true", help="do not count syscalls (perf adds a little overhead per syscall)")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    a = p.parse_args()
+    a.runs = a.runs or (1 if a.quick else 3)
+    a.duration = a.duration or (3 if a.quick else 10)
+    a.warmup = a.warmup if a.warmup is not None else (2 if a.quick else 5)
+    a.profiles = [x.strip() for x in a.profiles.split(",") if x.strip()]
+    a.configs = [x.strip() for x in a.configs.split(",") if x.strip()]
+    for name, known, values in (("profile", PROFILES, a.profiles), ("config", CONFIGS, a.configs)):
+        unknown = [v for v in values if v not in known]
+        if unknown or not values:
+            p.error(f"unknown {name}(s) {unknown}; choose from {', '.join(known)}")
+    if a.runs < 1 or a.duration < 1 or a.warmup < 0:
+        p.error("--runs and --duration must be at least 1, --warmup at least 0")
+    return a
+
+
+def interrupt(signum, frame):
+    """SIGTERM/SIGHUP unwind like Ctrl+C, so the finally blocks stop the server."""
+    raise KeyboardInterrupt()
+
+
+def main():
+    args = parse_args()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+    if (os.cpu_count() or 1) < 2 or len(os.sched_getaffinity(0)) < 2:
+        raise BenchError("needs two CPUs (server on CPU 0, load generator on CPU 1)")
+    gen = args.load_generator
+    if gen == "wrk" and not ensure_tool("wrk", "wrk"):
+        raise BenchError("wrk is missing (apt-get install wrk)")
+    if gen == "bombardier":
+        if not shutil.which("bombardier"):  # Debian's `bombardier` package is an unrelated game
+            raise BenchError("bombardier is not on PATH (install codesenberg/bombardier yourself; not from apt)")
+        if "pipelined" in args.profiles:
+            raise BenchError("bombardier cannot pipeline; drop the pipelined profile or use wrk")
+    notes = []
+    perf_reason = None if args.no_perf else perf_problem()
+    if args.no_perf:
+        notes.append("syscalls not counted (--no-perf)")
+    elif perf_reason:
+        notes.append(f"syscalls/request n/a: {perf_reason}")
+        log(f"warning: {perf_reason}; syscalls/request will be n/a")
+    count_syscalls = not args.no_perf and perf_reason is None
+    if "sweep" in args.profiles:
+        raise_fd_limit(2 * max(PROFILES["sweep"][1]) + 1024)
+
+    dll = args.server_dll.resolve() if args.server_dll else build_sample()
+    if not dll.is_file():
+        raise BenchError(f"server dll {dll} not found")
+    if args.server_dll:
+        notes.append(f"prebuilt server {dll}, not a fresh build of samples/PlatformBenchmarks")
+    env = environment(args, dll)
+
+    steps = [(p, c) for p in args.profiles for c in PROFILES[p][1]]
+    total, step = len(steps) * len(args.configs), 0
+    runs, summaries = [], {p: {} for p in args.profiles}
+    log_dir = tempfile.mkdtemp(prefix="bench-")
+    for config in args.configs:
+        label = CONFIGS[config][0]
+        server = Server(dll, config, args.port or free_port(), log_dir)
+        try:
+            log(f"starting {label}: {shlex.join(server.cmd)}")
+            server.start()
+            validate(server, args.profiles)
+            for profile, connections in steps:
+                step += 1
+                prefix = f"[{step}/{total}] {label} / {profile} ({connections} conns)"
+                if args.warmup:
+                    log(f"{prefix} warm-up {args.warmup} s ...")
+                    drive(gen, profile, server.port, connections, args.warmup)
+                these = []
+                for i in range(1, args.runs + 1):
+                    log(f"{prefix} run {i}/{args.runs} ...", end=" ")
+                    r = measure(server, gen, profile, connections, args.duration, count_syscalls)
+                    log(f"{r['rps']:,.0f} req/s, {fmt(r['cpu_us_per_req'], 2)} us/req, "
+                        f"{fmt(r['syscalls_per_req'], 2)} syscalls/req, {r['errors']} errors")
+                    r.update(config=config, profile=profile, connections=connections, run=i)
+                    these.append(r)
+                runs += these
+                summaries[profile][(config, connections)] = summarize(these)
+        finally:
+            server.stop()
+
+    tables = [profile_tables(p, summaries[p], args.configs) for p in args.profiles]
+    print("\n" + "\n".join(tables))
+    for n in notes:
+        print(f"Note: {n}")
+    path = write_results(args.results_dir, env, tables, runs, notes)
+    print(f"\nresults: {path} (+ .json); server logs: {log_dir}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchError as e:
+        log(f"bench: error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("bench: interrupted")
+        sys.exit(130)
