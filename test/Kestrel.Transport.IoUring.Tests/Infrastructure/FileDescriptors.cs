@@ -25,8 +25,9 @@ public static class FileDescriptors
                 continue;
             }
 
-            // The runtime keeps every loaded assembly and native library open for good: loading one is not a leak.
-            if (target.EndsWith(".dll", StringComparison.Ordinal) || target.Contains(".so", StringComparison.Ordinal))
+            // The runtime keeps every loaded assembly, native library and symbol file (read for stack
+            // traces) open for good: loading one is not a leak.
+            if (target.EndsWith(".dll", StringComparison.Ordinal) || target.EndsWith(".pdb", StringComparison.Ordinal) || target.Contains(".so", StringComparison.Ordinal))
             {
                 continue;
             }
