@@ -223,7 +223,12 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
     /// <summary>A zeroed SQE whose completion nobody needs (user_data 0), still counted in flight.</summary>
     public io_uring_sqe* GetSqe()
     {
-        Debug.Assert(IsOnReactorThread);
+        if (!IsOnReactorThread || _state == 2)
+        {
+            // Only the owner thread may touch the ring (SINGLE_ISSUER), and never after it is released.
+            throw new InvalidOperationException("An io_uring operation was issued off its reactor thread or after the reactor stopped.");
+        }
+
         io_uring_sqe* sqe = Ring.GetSqe();
         InFlight++;
         Submissions++;

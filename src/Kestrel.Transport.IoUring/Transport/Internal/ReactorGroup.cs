@@ -1,22 +1,129 @@
 using System.Buffers;
+using System.IO.Pipelines;
+using Kestrel.Transport.IoUring.Ring;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.Extensions.Logging;
+using static Kestrel.Transport.IoUring.Interop.IoUringNative;
 
 namespace Kestrel.Transport.IoUring.Transport.Internal;
 
-/// <summary>Placeholder while the engine lands.</summary>
+/// <summary>
+/// The reactors of one transport factory, each with its own memory pool, shared by all its listeners.
+/// A connection lives on one reactor for its whole life.
+/// </summary>
 internal sealed class ReactorGroup : IAsyncDisposable
 {
+    private readonly Reactor[] _reactors;
+    private readonly MemoryPool<byte>[] _pools;
+    private readonly IMemoryPoolFactory<byte>? _memoryPoolFactory;
+    private int _next = -1;
+    private int _activeConnections;
+
     public ReactorGroup(IoUringTransportOptions options, IMemoryPoolFactory<byte>? memoryPoolFactory, ILoggerFactory loggerFactory)
     {
-        _ = options; _ = memoryPoolFactory; _ = loggerFactory;
+        Options = options;
+        _memoryPoolFactory = memoryPoolFactory;
+        Logger = loggerFactory.CreateLogger(IoUringLog.Category);
+        AppScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
+        _reactors = new Reactor[options.ReactorCount];
+        _pools = new MemoryPool<byte>[options.ReactorCount];
+        for (int i = 0; i < _reactors.Length; i++)
+        {
+            var reactorOptions = new ReactorOptions
+            {
+                Ring = new RingOptions
+                {
+                    SqEntries = (uint)options.SubmissionQueueEntries,
+                    CqEntries = (uint)options.CompletionQueueEntries,
+                },
+                ReceiveBufferCount = options.ReceiveBufferCount,
+                ReceiveBufferSize = options.ReceiveBufferSize,
+            };
+            _reactors[i] = new Reactor(reactorOptions, i)
+            {
+                UnhandledException = e => IoUringLog.ReactorException(Logger, e),
+            };
+        }
     }
 
-    public int Count => 0;
+    public IoUringTransportOptions Options { get; }
 
-    public void Start() => throw new NotImplementedException();
+    public ILogger Logger { get; }
 
-    public string DescribeFeatures() => string.Empty;
+    /// <summary>Where application continuations run: inline on the reactor, or the thread pool.</summary>
+    public PipeScheduler AppScheduler { get; }
 
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    public int Count => _reactors.Length;
+
+    public int ActiveConnections => Volatile.Read(ref _activeConnections);
+
+    public Reactor this[int index] => _reactors[index];
+
+    public void Start()
+    {
+        for (int i = 0; i < _reactors.Length; i++)
+        {
+            try
+            {
+                _reactors[i].Start();
+                _pools[i] = _memoryPoolFactory?.Create(new MemoryPoolOptions { Owner = "iouring" }) ?? MemoryPool<byte>.Shared;
+            }
+            catch
+            {
+                for (int j = 0; j < i; j++)
+                {
+                    _reactors[j].StopAsync().GetAwaiter().GetResult();
+                }
+
+                throw;
+            }
+        }
+    }
+
+    /// <summary>Round-robin choice of a reactor for a connection that did not arrive on a reactor's own listener.</summary>
+    public int NextIndex() => (int)((uint)Interlocked.Increment(ref _next) % (uint)_reactors.Length);
+
+    public MemoryPool<byte> PoolFor(int reactorIndex) => _pools[reactorIndex];
+
+    public void OnConnectionStarted() => Interlocked.Increment(ref _activeConnections);
+
+    public void OnConnectionClosed() => Interlocked.Decrement(ref _activeConnections);
+
+    public string DescribeFeatures()
+    {
+        uint flags = _reactors[0].RingSetupFlags;
+        List<string> parts = [];
+        void Add(uint flag, string name)
+        {
+            if ((flags & flag) != 0)
+            {
+                parts.Add(name);
+            }
+        }
+
+        Add(IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER");
+        Add(IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN");
+        Add(IORING_SETUP_SUBMIT_ALL, "SUBMIT_ALL");
+        Add(IORING_SETUP_NO_SQARRAY, "NO_SQARRAY");
+        parts.Add("multishot accept");
+        parts.Add($"multishot recv over {Options.ReceiveBufferCount} x {Options.ReceiveBufferSize} B provided buffers");
+        parts.Add(Options.UnsafePreferInlineScheduling ? "inline scheduling" : "thread-pool scheduling");
+        return string.Join(", ", parts);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (Reactor reactor in _reactors)
+        {
+            await reactor.StopAsync().ConfigureAwait(false);
+        }
+
+        foreach (MemoryPool<byte>? pool in _pools)
+        {
+            if (pool is not null && !ReferenceEquals(pool, MemoryPool<byte>.Shared))
+            {
+                pool.Dispose();
+            }
+        }
+    }
 }

@@ -1,0 +1,728 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Runtime.InteropServices;
+using Kestrel.Transport.IoUring.Interop;
+using Kestrel.Transport.IoUring.Ring;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+
+namespace Kestrel.Transport.IoUring.Transport.Internal;
+
+/// <summary>
+/// One accepted socket on one reactor. Receives through a multishot recv on the reactor's provided
+/// buffer ring (copied into the input pipe, the buffer recycled at once), sends what the application
+/// flushed with one (vectored) send at a time. Output memory is pinned and left unconsumed in the pipe
+/// until the send's completion arrives; the fd is closed and the slot released only after the final
+/// completion of every operation. Everything but the public surface runs on the reactor thread.
+/// </summary>
+internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRingOwner
+{
+    private const byte KindRecv = 1;
+    private const byte KindSend = 2;
+    private const int MaxIovecs = 64;
+    private static readonly bool s_finOnError =
+        AppContext.TryGetSwitch("Microsoft.AspNetCore.Server.Kestrel.FinOnError", out bool finOnError) && finOnError;
+
+    private readonly int _fd;
+    private readonly Reactor _reactor;
+    private readonly ReactorGroup _group;
+    private readonly ILogger _logger;
+    private readonly Pipe _input;   // we write, the application reads
+    private readonly Pipe _output;  // the application writes, we read
+    private readonly IDuplexPipe _originalTransport;
+    private readonly MemoryPool<byte> _pool;
+    private readonly CancellationTokenSource _connectionClosedTokenSource = new();
+    private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Action _onFlushCompleted;
+    private readonly Action _onReadCompleted;
+    private uint _slot;
+
+    // Receive side
+    private bool _recvArmed;
+    private bool _recvDone;
+    private bool _flushPending;
+    private bool _waitingForBuffers;
+    private ValueTask<FlushResult> _flushTask;
+
+    // Send side
+    private bool _readPending;
+    private bool _sendInFlight;
+    private bool _sendDone;
+    private ValueTask<ReadResult> _readTask;
+    private ReadOnlySequence<byte> _sendBuffer;
+    private bool _sendBufferIsLast;
+    private long _sendOffset;
+    private iovec* _iovecs;
+    private msghdr* _msg;
+    private readonly MemoryHandle[] _pins = new MemoryHandle[MaxIovecs];
+    private int _pinCount;
+
+    // Closing
+    private Exception? _shutdownReason;
+    private bool _shutdownDone;
+    private bool _isClosed;
+    private Task? _disposeTask;
+
+    public IoUringConnection(int fd, Reactor reactor, ReactorGroup group, MemoryPool<byte> pool, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
+    {
+        _fd = fd;
+        _reactor = reactor;
+        _group = group;
+        _logger = group.Logger;
+        _pool = pool;
+        LocalEndPoint = localEndPoint;
+        RemoteEndPoint = remoteEndPoint;
+        ConnectionClosed = _connectionClosedTokenSource.Token;
+
+        IoUringTransportOptions options = group.Options;
+        long maxRead = options.MaxReadBufferSize ?? 0;
+        long maxWrite = options.MaxWriteBufferSize ?? 0;
+        _input = new Pipe(new PipeOptions(pool, group.AppScheduler, reactor, maxRead, maxRead / 2, useSynchronizationContext: false));
+        _output = new Pipe(new PipeOptions(pool, reactor, group.AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
+        _originalTransport = new DuplexPipe(_input.Reader, _output.Writer);
+        Transport = _originalTransport;
+
+        _onFlushCompleted = () => Guard(static c => c.OnFlushCompleted());
+        _onReadCompleted = () => Guard(static c => c.OnReadCompleted());
+        _features = new FeatureCollection();
+        InitializeFeatures();
+    }
+
+    // ---------------- Start ----------------
+
+    /// <summary>Registers with the reactor and starts both directions. Reactor thread.</summary>
+    public void Start()
+    {
+        _iovecs = (iovec*)NativeMemory.Alloc((nuint)(MaxIovecs * sizeof(iovec)));
+        _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)sizeof(msghdr));
+        _slot = _reactor.Register(this);
+        _group.OnConnectionStarted();
+        ArmRecv();
+        StartRead();
+    }
+
+    public void OnCompletion(byte kind, int result, uint flags)
+    {
+        switch (kind)
+        {
+            case KindRecv:
+                OnRecvCompleted(result, flags);
+                break;
+            case KindSend:
+                OnSendCompleted(result);
+                break;
+        }
+
+        MaybeClose();
+    }
+
+    // ---------------- Receive ----------------
+
+    private void ArmRecv()
+    {
+        if (_recvArmed || _recvDone || _shutdownDone || _flushPending || _waitingForBuffers || _reactor.IsStopping)
+        {
+            return;
+        }
+
+        io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindRecv);
+        sqe->opcode = IoUringNative.IORING_OP_RECV;
+        sqe->fd = _fd;
+        sqe->ioprio = IoUringNative.IORING_RECV_MULTISHOT;
+        sqe->flags = IoUringNative.IOSQE_BUFFER_SELECT;
+        sqe->buf_group = _reactor.Buffers.GroupId;
+        _recvArmed = true;
+    }
+
+    private void OnRecvCompleted(int result, uint flags)
+    {
+        if ((flags & IoUringNative.IORING_CQE_F_MORE) == 0)
+        {
+            _recvArmed = false;
+        }
+
+        if (result > 0)
+        {
+            ProvidedBufferRing buffers = _reactor.Buffers;
+            ushort bid = (ushort)(flags >> IoUringNative.IORING_CQE_BUFFER_SHIFT);
+            buffers.OnConsumed();
+            try
+            {
+                if (!_recvDone)
+                {
+                    // Copy out of the kernel's buffer: the application never sees ring memory, and the
+                    // buffer goes back to the kernel at the end of this loop turn.
+                    ReadOnlySpan<byte> data = buffers.GetData(bid, result);
+                    PipeWriter writer = _input.Writer;
+                    while (!data.IsEmpty)
+                    {
+                        Span<byte> destination = writer.GetSpan(1);
+                        int n = Math.Min(destination.Length, data.Length);
+                        data[..n].CopyTo(destination);
+                        writer.Advance(n);
+                        data = data[n..];
+                    }
+                }
+            }
+            finally
+            {
+                buffers.Recycle(bid);
+            }
+
+            if (!_recvDone)
+            {
+                FlushInput();
+            }
+        }
+        else if (result == 0)
+        {
+            if (!_shutdownDone)
+            {
+                IoUringLog.ConnectionReadFin(_logger, ConnectionId);
+            }
+
+            EndReceive(null);
+        }
+        else
+        {
+            OnRecvError(-result);
+        }
+
+        // The multishot ended without an error that ends the connection: arm it again.
+        ArmRecv();
+    }
+
+    private void OnRecvError(int errno)
+    {
+        switch (errno)
+        {
+            case Libc.ENOBUFS:
+                // Every provided buffer is in use. Re-arm once recycled buffers are back in the ring.
+                _reactor.Buffers.Exhaustions++;
+                if (!_recvDone && !_waitingForBuffers)
+                {
+                    _waitingForBuffers = true;
+                    _reactor.WhenBuffersAvailable(static state => ((IoUringConnection)state!).Guard(static connection =>
+                    {
+                        connection._waitingForBuffers = false;
+                        connection.ArmRecv();
+                        connection.MaybeClose();
+                    }), this);
+                }
+
+                return;
+            case Libc.ECANCELED:
+                // We cancelled it: backpressure (re-armed on resume), the input was completed, or shutdown.
+                if (_shutdownDone || _reactor.IsStopping)
+                {
+                    EndReceive(null);
+                }
+
+                return;
+            case Libc.ECONNRESET or Libc.EPIPE or Libc.ESHUTDOWN or Libc.ECONNABORTED:
+                if (!_shutdownDone)
+                {
+                    IoUringLog.ConnectionReset(_logger, ConnectionId);
+                }
+
+                EndReceive(new ConnectionResetException(ErrnoText.Describe(errno), new IOException(ErrnoText.Describe(errno))));
+                return;
+            default:
+                var error = new IOException($"Receive failed: {ErrnoText.Describe(errno)}");
+                if (!_shutdownDone)
+                {
+                    IoUringLog.ConnectionError(_logger, ConnectionId, error);
+                }
+
+                EndReceive(error);
+                return;
+        }
+    }
+
+    private void FlushInput()
+    {
+        if (_flushPending || _recvDone)
+        {
+            return;
+        }
+
+#pragma warning disable CA2012 // Kept in a field and consumed exactly once, by its continuation or synchronously.
+        ValueTask<FlushResult> flush = _input.Writer.FlushAsync();
+#pragma warning restore CA2012
+        if (flush.IsCompleted)
+        {
+            OnFlushResult(flush.GetAwaiter().GetResult());
+            return;
+        }
+
+        // Over MaxReadBufferSize: stop receiving until the application has read half of it.
+        _flushPending = true;
+        _flushTask = flush;
+        IoUringLog.ConnectionPause(_logger, ConnectionId);
+        if (_recvArmed)
+        {
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindRecv));
+        }
+
+        flush.GetAwaiter().UnsafeOnCompleted(_onFlushCompleted);
+    }
+
+    /// <summary>Runs on the input pipe's writer scheduler: the reactor.</summary>
+    private void OnFlushCompleted()
+    {
+        _flushPending = false;
+        FlushResult result;
+        try
+        {
+#pragma warning disable CA2012 // This is the flush's continuation: the ValueTask has completed.
+            result = _flushTask.GetAwaiter().GetResult();
+#pragma warning restore CA2012
+        }
+        catch (Exception e)
+        {
+            EndReceive(e);
+            MaybeClose();
+            return;
+        }
+
+        _flushTask = default;
+        if (_recvDone || _isClosed)
+        {
+            return;
+        }
+
+        IoUringLog.ConnectionResume(_logger, ConnectionId);
+        OnFlushResult(result);
+        if (!_recvDone && _input.Writer.UnflushedBytes > 0)
+        {
+            // Data that arrived while paused (completions already queued when we cancelled).
+            FlushInput();
+        }
+
+        ArmRecv();
+        MaybeClose();
+    }
+
+    private void OnFlushResult(FlushResult result)
+    {
+        if (result.IsCompleted || result.IsCanceled)
+        {
+            // The application completed its input, or the send side ended and cancelled this flush.
+            EndReceive(null);
+        }
+    }
+
+    private void EndReceive(Exception? error)
+    {
+        if (_recvDone)
+        {
+            return;
+        }
+
+        _recvDone = true;
+        if (_recvArmed)
+        {
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindRecv));
+        }
+
+        _input.Writer.Complete(_shutdownReason ?? error);
+
+        // ConnectionClosed fires on the thread pool, never inline on the reactor.
+        System.Threading.ThreadPool.UnsafeQueueUserWorkItem(static state => ((IoUringConnection)state!).FireConnectionClosed(), this, preferLocal: false);
+    }
+
+    private void FireConnectionClosed()
+    {
+        try
+        {
+            _connectionClosedTokenSource.Cancel(throwOnFirstException: false);
+        }
+        catch (AggregateException e)
+        {
+            IoUringLog.ConnectionError(_logger, ConnectionId, e);
+        }
+        finally
+        {
+            _connectionClosedFired.TrySetResult();
+        }
+    }
+
+    // ---------------- Send ----------------
+
+    private void StartRead()
+    {
+        while (!_sendDone && !_readPending && !_sendInFlight)
+        {
+#pragma warning disable CA2012 // Kept in a field and consumed exactly once, by its continuation or synchronously.
+            ValueTask<ReadResult> read = _output.Reader.ReadAsync();
+#pragma warning restore CA2012
+            if (!read.IsCompleted)
+            {
+                _readPending = true;
+                _readTask = read;
+                read.GetAwaiter().UnsafeOnCompleted(_onReadCompleted);
+                return;
+            }
+
+            ReadResult result;
+            try
+            {
+                result = read.GetAwaiter().GetResult();
+            }
+            catch (Exception e)
+            {
+                EndSend(e);
+                return;
+            }
+
+            if (!HandleReadResult(result))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Runs on the output pipe's reader scheduler: the reactor.</summary>
+    private void OnReadCompleted()
+    {
+        _readPending = false;
+        ReadResult result;
+        try
+        {
+#pragma warning disable CA2012 // This is the read's continuation: the ValueTask has completed.
+            result = _readTask.GetAwaiter().GetResult();
+#pragma warning restore CA2012
+        }
+        catch (Exception e)
+        {
+            _readTask = default;
+            EndSend(e);
+            MaybeClose();
+            return;
+        }
+
+        _readTask = default;
+        if (HandleReadResult(result))
+        {
+            StartRead();
+        }
+
+        MaybeClose();
+    }
+
+    /// <summary>Returns true when the caller should read again at once.</summary>
+    private bool HandleReadResult(ReadResult result)
+    {
+        if (_sendDone)
+        {
+            return false;
+        }
+
+        ReadOnlySequence<byte> buffer = result.Buffer;
+        if (result.IsCanceled || _shutdownDone || !_reactor.IsOnReactorThread || _reactor.IsStopping)
+        {
+            // Aborted: unsent output is dropped.
+            _output.Reader.AdvanceTo(buffer.End);
+            EndSend(null);
+            return false;
+        }
+
+        if (!buffer.IsEmpty)
+        {
+            _sendBuffer = buffer;
+            _sendBufferIsLast = result.IsCompleted;
+            _sendOffset = 0;
+            IssueSend();
+            return false;
+        }
+
+        _output.Reader.AdvanceTo(buffer.End);
+        if (result.IsCompleted)
+        {
+            EndSend(null);
+            return false;
+        }
+
+        return true;
+    }
+
+    private void IssueSend()
+    {
+        UnpinAll();
+        int count = 0;
+        foreach (ReadOnlyMemory<byte> segment in _sendBuffer.Slice(_sendOffset))
+        {
+            if (segment.IsEmpty)
+            {
+                continue;
+            }
+
+            if (count == MaxIovecs)
+            {
+                break; // the rest goes in the next send, like a short send
+            }
+
+            MemoryHandle pin = segment.Pin();
+            _pins[count] = pin;
+            _iovecs[count].iov_base = pin.Pointer;
+            _iovecs[count].iov_len = (nuint)segment.Length;
+            count++;
+        }
+
+        _pinCount = count;
+        io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindSend);
+        sqe->fd = _fd;
+        sqe->msg_flags = Libc.MSG_NOSIGNAL;
+        if (count == 1)
+        {
+            sqe->opcode = IoUringNative.IORING_OP_SEND;
+            sqe->addr = (ulong)_iovecs[0].iov_base;
+            sqe->len = (uint)_iovecs[0].iov_len;
+        }
+        else
+        {
+            _msg->msg_iov = _iovecs;
+            _msg->msg_iovlen = (nuint)count;
+            sqe->opcode = IoUringNative.IORING_OP_SENDMSG;
+            sqe->addr = (ulong)_msg;
+            sqe->len = 1;
+        }
+
+        _sendInFlight = true;
+    }
+
+    private void OnSendCompleted(int result)
+    {
+        _sendInFlight = false;
+        if (result < 0)
+        {
+            int errno = -result;
+            UnpinAll();
+            _output.Reader.AdvanceTo(_sendBuffer.End);
+            _sendBuffer = default;
+            switch (errno)
+            {
+                case Libc.ECANCELED:
+                    EndSend(null);
+                    break;
+                case Libc.EPIPE or Libc.ECONNRESET or Libc.ESHUTDOWN or Libc.ECONNABORTED or Libc.ENOTCONN:
+                    if (!_shutdownDone)
+                    {
+                        IoUringLog.ConnectionReset(_logger, ConnectionId);
+                        _shutdownReason ??= new ConnectionResetException(ErrnoText.Describe(errno), new IOException(ErrnoText.Describe(errno)));
+                    }
+
+                    EndSend(null);
+                    break;
+                default:
+                    var error = new IOException($"Send failed: {ErrnoText.Describe(errno)}");
+                    if (!_shutdownDone)
+                    {
+                        IoUringLog.ConnectionError(_logger, ConnectionId, error);
+                        _shutdownReason ??= error;
+                    }
+
+                    EndSend(error);
+                    break;
+            }
+
+            return;
+        }
+
+        _sendOffset += result;
+        if (!_shutdownDone && _sendOffset < _sendBuffer.Length)
+        {
+            // Short send, or more segments than one send carries: continue from where the kernel stopped.
+            IssueSend();
+            return;
+        }
+
+        // The kernel is done with these bytes: only now may their memory go back to the pool.
+        UnpinAll();
+        _output.Reader.AdvanceTo(_sendBuffer.End);
+        _sendBuffer = default;
+        if (_shutdownDone || _sendBufferIsLast)
+        {
+            EndSend(null);
+            return;
+        }
+
+        StartRead();
+    }
+
+    private void UnpinAll()
+    {
+        for (int i = 0; i < _pinCount; i++)
+        {
+            _pins[i].Dispose();
+            _pins[i] = default;
+        }
+
+        _pinCount = 0;
+    }
+
+    /// <summary>The send side is over. Never called while a send is in flight.</summary>
+    private void EndSend(Exception? unexpectedError)
+    {
+        if (_sendDone)
+        {
+            return;
+        }
+
+        _sendDone = true;
+        Shutdown(_shutdownReason ?? unexpectedError);
+        _output.Reader.Complete(unexpectedError);
+
+        // Unblock a receive paused by backpressure so it can end too.
+        _input.Writer.CancelPendingFlush();
+    }
+
+    // ---------------- Shutdown, abort, close ----------------
+
+    /// <summary>FIN (reason null, or FinOnError) or RST; runs once. Reactor thread.</summary>
+    private void Shutdown(Exception? reason)
+    {
+        if (_shutdownDone)
+        {
+            return;
+        }
+
+        _shutdownDone = true;
+        _shutdownReason = reason ?? new ConnectionAbortedException("The io_uring transport's send loop completed gracefully.");
+        if (reason is null || s_finOnError)
+        {
+            IoUringLog.ConnectionWriteFin(_logger, ConnectionId, _shutdownReason.Message);
+            NativeSocket.Shutdown(_fd, Libc.SHUT_RDWR);
+        }
+        else
+        {
+            IoUringLog.ConnectionWriteRst(_logger, ConnectionId, _shutdownReason.Message);
+            // The RST goes out when the fd is closed, after the cancelled operations complete.
+            NativeSocket.SetLingerZero(_fd);
+        }
+
+        if (_recvArmed)
+        {
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindRecv));
+        }
+        else
+        {
+            EndReceive(null);
+        }
+
+        if (_sendInFlight)
+        {
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindSend));
+        }
+        else if (_readPending)
+        {
+            _output.Reader.CancelPendingRead();
+        }
+    }
+
+    /// <summary>Abortive close (RST), or FIN when <paramref name="abortReason"/> is null. Any thread.</summary>
+    public override void Abort(ConnectionAbortedException abortReason) => AbortCore(abortReason);
+
+    private void AbortCore(Exception? abortReason)
+    {
+        if (_reactor.IsOnReactorThread)
+        {
+            AbortOnReactor(abortReason);
+        }
+        else
+        {
+            _reactor.Schedule(static state =>
+            {
+                var (connection, reason) = ((IoUringConnection, Exception?))state!;
+                connection.Guard(c => c.AbortOnReactor(reason));
+            }, (this, abortReason));
+        }
+    }
+
+    private void AbortOnReactor(Exception? abortReason)
+    {
+        if (_isClosed || !_reactor.IsOnReactorThread)
+        {
+            return;
+        }
+
+        Shutdown(abortReason);
+        _output.Reader.CancelPendingRead();
+        MaybeClose();
+    }
+
+    /// <summary>Runs a continuation of this connection; an exception in it ends this connection only.</summary>
+    private void Guard(Action<IoUringConnection> continuation)
+    {
+        try
+        {
+            continuation(this);
+        }
+        catch (Exception e)
+        {
+            OnHandlerException(e);
+        }
+    }
+
+    public void OnReactorStopping()
+        => AbortOnReactor(new ConnectionAbortedException("The io_uring transport is shutting down."));
+
+    public void OnHandlerException(Exception exception)
+    {
+        // A bug in our own handling of this connection: end it, and only it.
+        IoUringLog.ConnectionError(_logger, ConnectionId, exception);
+        _shutdownReason ??= new ConnectionAbortedException("The io_uring transport failed while handling this connection.", exception);
+        AbortOnReactor(_shutdownReason);
+        if (!_sendInFlight && !_sendDone)
+        {
+            if (_readPending)
+            {
+                _output.Reader.CancelPendingRead();
+            }
+            else
+            {
+                EndSend(null);
+            }
+        }
+
+        MaybeClose();
+    }
+
+    /// <summary>Closes the fd once both directions are over and no operation is in flight.</summary>
+    private void MaybeClose()
+    {
+        if (_isClosed || !_recvDone || !_sendDone || _recvArmed || _sendInFlight)
+        {
+            return;
+        }
+
+        _isClosed = true;
+
+        // Every operation on this fd has delivered its final completion: the kernel holds no pointer
+        // into our memory and no reference to the fd for us, so it can be closed and memory freed.
+        NativeSocket.Close(_fd);
+        if (_reactor.IsOnReactorThread)
+        {
+            _reactor.Unregister(_slot);
+        }
+
+        NativeMemory.Free(_iovecs);
+        NativeMemory.Free(_msg);
+        _iovecs = null;
+        _msg = null;
+        _group.OnConnectionClosed();
+        _closed.TrySetResult();
+    }
+
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+}

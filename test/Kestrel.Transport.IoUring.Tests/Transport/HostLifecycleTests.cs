@@ -1,0 +1,86 @@
+using System.Net.Sockets;
+using System.Text;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Kestrel.Transport.IoUring.Tests.Transport;
+
+public class HostLifecycleTests
+{
+    private static int CountFds() => Directory.GetFiles("/proc/self/fd").Length;
+
+    private static int CountThreads(string prefix)
+        => Directory.GetDirectories("/proc/self/task").Count(t => ReadComm(t).StartsWith(prefix, StringComparison.Ordinal));
+
+    private static string ReadComm(string taskDirectory)
+    {
+        try
+        {
+            return File.ReadAllText(Path.Combine(taskDirectory, "comm"));
+        }
+        catch (IOException)
+        {
+            return string.Empty; // the thread exited while we looked
+        }
+    }
+
+    [SkippableFact]
+    public async Task StartStop_FiftyHosts_LeaksNoFdOrReactorThread()
+    {
+        IoUringRequirement.Ensure();
+
+        // One warm-up cycle: the runtime opens descriptors of its own on first use (sockets, epoll).
+        await RunOneHostAsync();
+        await Task.Delay(200);
+        int fdsBefore = CountFds();
+
+        for (int i = 0; i < 50; i++)
+        {
+            await RunOneHostAsync();
+        }
+
+        // Reactor threads end after their ring is released; allow the last ones a moment to exit.
+        int fdsAfter = 0, reactors = 0;
+        for (int attempt = 0; attempt < 50; attempt++)
+        {
+            fdsAfter = CountFds();
+            reactors = CountThreads("io_uring reacto");
+            if (fdsAfter <= fdsBefore && reactors == 0)
+            {
+                break;
+            }
+
+            await Task.Delay(100);
+        }
+
+        Assert.Equal(0, reactors);
+        Assert.True(fdsAfter <= fdsBefore, $"file descriptors grew from {fdsBefore} to {fdsAfter} over 50 host start/stop cycles");
+    }
+
+    private static async Task RunOneHostAsync()
+    {
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseIoUring(o => o.ThrowIfUnavailable = true);
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        await using WebApplication app = builder.Build();
+        app.Run(context => context.Response.WriteAsync("ok"));
+        await app.StartAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        int port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+
+        // A kept-alive connection still open at shutdown, and one finished request.
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync("127.0.0.1", port);
+        await socket.SendAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        byte[] buffer = new byte[4096];
+        int n = await socket.ReceiveAsync(buffer, SocketFlags.None).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Contains("200 OK", Encoding.ASCII.GetString(buffer, 0, n), StringComparison.Ordinal);
+        await app.StopAsync().WaitAsync(TimeSpan.FromSeconds(15));
+    }
+}
