@@ -32,6 +32,12 @@ public static class FileDescriptors
                 continue;
             }
 
+            // The directory handle this enumeration itself holds open.
+            if (target.StartsWith("/proc/", StringComparison.Ordinal) && target.EndsWith("/fd", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
             result[fd] = target;
         }
 
@@ -57,6 +63,10 @@ public static class FileDescriptors
                     .ToList();
             }
 
+            // Kestrel's Sockets transport leaves a listen socket that failed to bind to its finalizer, so
+            // count only descriptors that are still reachable.
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
             await Task.Delay(100);
         }
     }
