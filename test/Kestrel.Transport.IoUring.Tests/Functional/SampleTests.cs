@@ -63,6 +63,11 @@ public class SampleTests(ITestOutputHelper output)
 
         Assert.Equal(0, await sample.StopAsync());
         AssertCleanOutput(sample, transport);
+        if (transport == TransportKind.IoUring)
+        {
+            // --inline must reach the transport's options.
+            Assert.Contains(inline ? "inline scheduling" : "thread-pool scheduling", sample.Output);
+        }
     }
 
     [SkippableTheory, AllTransports]
