@@ -1,6 +1,9 @@
 using Kestrel.Transport.IoUring;
 using Microsoft.AspNetCore.Connections;
+using Kestrel.Transport.IoUring.Transport.Internal;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 
 namespace Microsoft.AspNetCore.Hosting;
 
@@ -21,6 +24,8 @@ public static class WebHostBuilderIoUringExtensions
 
     /// <summary>
     /// Serves Kestrel's TCP endpoints with the io_uring transport, configured by <paramref name="configureOptions"/>.
+    /// Options are first bound from the configuration section <c>Kestrel:Transport:IoUring</c>, then
+    /// <paramref name="configureOptions"/> runs, so code wins over configuration.
     /// </summary>
     /// <param name="hostBuilder">The web host builder.</param>
     /// <param name="configureOptions">Configures <see cref="IoUringTransportOptions"/>.</param>
@@ -34,6 +39,7 @@ public static class WebHostBuilderIoUringExtensions
             // Kestrel tries transports last-registered first and asks CanBind, so AddSingleton (not TryAdd)
             // puts this one ahead of the Sockets transport that UseKestrel registered.
             services.AddSingleton<IConnectionListenerFactory, IoUringTransportFactory>();
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<IConfigureOptions<IoUringTransportOptions>, IoUringTransportOptionsSetup>());
             services.Configure(configureOptions);
         });
     }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Sockets;
 using Kestrel.Transport.IoUring.Ring;
@@ -20,6 +21,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly IMemoryPoolFactory<byte>? _memoryPoolFactory;
+    private readonly IoUringMetrics _metrics;
     private readonly Lock _lock = new();
     private ReactorGroup? _reactors;
     private bool _availabilityLogged;
@@ -36,6 +38,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         _logger = loggerFactory.CreateLogger(IoUringLog.Category);
         _memoryPoolFactory = services.GetService(typeof(IMemoryPoolFactory<byte>)) as IMemoryPoolFactory<byte>;
         OptionsValidator.Validate(_options);
+        _metrics = new IoUringMetrics(services.GetService(typeof(IMeterFactory)) as IMeterFactory);
     }
 
     /// <summary>True when this factory serves its endpoints with io_uring (false after a fallback to Sockets).</summary>
@@ -84,6 +87,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 if (!_availabilityLogged)
                 {
                     _availabilityLogged = true;
+                    _metrics.OnFallback();
                     IoUringLog.FallingBackToSockets(_logger, probe.Reason ?? "unknown");
                 }
 
@@ -118,6 +122,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             {
                 _reactors = new ReactorGroup(_options, _memoryPoolFactory, _loggerFactory);
                 _reactors.Start();
+                _metrics.Attach(_reactors);
                 IoUringLog.TransportStarted(_logger, _reactors.Count, _reactors.DescribeFeatures());
             }
 
@@ -145,5 +150,8 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         {
             await reactors.DisposeAsync().ConfigureAwait(false);
         }
+
+        _metrics.Detach();
+        _metrics.Dispose();
     }
 }

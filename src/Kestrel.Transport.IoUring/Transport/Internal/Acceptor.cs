@@ -151,7 +151,7 @@ internal sealed unsafe class Acceptor : IRingOwner
         {
             EndPoint? local = _isIp ? NativeSocket.GetLocalEndPoint(fd) : _listener.EndPoint;
             EndPoint? remote = NativeSocket.GetRemoteEndPoint(fd);
-            connection = new IoUringConnection(fd, reactor, _listener.Reactors, _listener.Reactors.PoolFor(reactorIndex), local, remote);
+            connection = new IoUringConnection(fd, reactor, _listener.Reactors, _listener.Reactors.PoolFor(reactorIndex), _listener.Reactors.StatsFor(reactorIndex), local, remote);
         }
         catch (Exception e)
         {
@@ -161,6 +161,7 @@ internal sealed unsafe class Acceptor : IRingOwner
             return;
         }
 
+        _listener.Reactors.StatsFor(reactorIndex).ConnectionsAccepted++;
         connection.Start();
         _listener.OnConnectionAccepted(connection);
     }

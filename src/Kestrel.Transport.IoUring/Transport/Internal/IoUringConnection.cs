@@ -34,6 +34,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private readonly Pipe _output;  // the application writes, we read
     private readonly IDuplexPipe _originalTransport;
     private readonly MemoryPool<byte> _pool;
+    private readonly ReactorStats _stats;
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
     private readonly TaskCompletionSource _closed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -56,9 +57,10 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private ReadOnlySequence<byte> _sendBuffer;
     private bool _sendBufferIsLast;
     private long _sendOffset;
+    private MemoryHandle _singlePin;        // the one pinned segment of a single-segment send
+    private MemoryHandle[]? _pins;          // created on the first multi-segment send
+    private msghdr* _msg;                   // followed in the same allocation by MaxIovecs iovecs
     private iovec* _iovecs;
-    private msghdr* _msg;
-    private readonly MemoryHandle[] _pins = new MemoryHandle[MaxIovecs];
     private int _pinCount;
 
     // Closing
@@ -67,8 +69,9 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private bool _isClosed;
     private Task? _disposeTask;
 
-    public IoUringConnection(int fd, Reactor reactor, ReactorGroup group, MemoryPool<byte> pool, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
+    public IoUringConnection(int fd, Reactor reactor, ReactorGroup group, MemoryPool<byte> pool, ReactorStats stats, EndPoint? localEndPoint, EndPoint? remoteEndPoint)
     {
+        _stats = stats;
         _fd = fd;
         _reactor = reactor;
         _group = group;
@@ -78,18 +81,14 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         RemoteEndPoint = remoteEndPoint;
         ConnectionClosed = _connectionClosedTokenSource.Token;
 
-        IoUringTransportOptions options = group.Options;
-        long maxRead = options.MaxReadBufferSize ?? 0;
-        long maxWrite = options.MaxWriteBufferSize ?? 0;
-        _input = new Pipe(new PipeOptions(pool, group.AppScheduler, reactor, maxRead, maxRead / 2, useSynchronizationContext: false));
-        _output = new Pipe(new PipeOptions(pool, reactor, group.AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
+        (PipeOptions inputOptions, PipeOptions outputOptions) = group.PipeOptionsFor(reactor.Id);
+        _input = new Pipe(inputOptions);
+        _output = new Pipe(outputOptions);
         _originalTransport = new DuplexPipe(_input.Reader, _output.Writer);
         Transport = _originalTransport;
 
-        _onFlushCompleted = () => Guard(static c => c.OnFlushCompleted());
-        _onReadCompleted = () => Guard(static c => c.OnReadCompleted());
-        _features = new FeatureCollection();
-        InitializeFeatures();
+        _onFlushCompleted = OnFlushCompletedGuarded;
+        _onReadCompleted = OnReadCompletedGuarded;
     }
 
     // ---------------- Start ----------------
@@ -97,10 +96,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     /// <summary>Registers with the reactor and starts both directions. Reactor thread.</summary>
     public void Start()
     {
-        _iovecs = (iovec*)NativeMemory.Alloc((nuint)(MaxIovecs * sizeof(iovec)));
-        _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)sizeof(msghdr));
         _slot = _reactor.Register(this);
-        _group.OnConnectionStarted();
+        Interlocked.Increment(ref _stats.ActiveConnections);
         ArmRecv();
         StartRead();
     }
@@ -150,6 +147,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             ProvidedBufferRing buffers = _reactor.Buffers;
             ushort bid = (ushort)(flags >> IoUringNative.IORING_CQE_BUFFER_SHIFT);
             buffers.OnConsumed();
+            _stats.BytesReceived += result;
             try
             {
                 if (!_recvDone)
@@ -203,6 +201,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             case Libc.ENOBUFS:
                 // Every provided buffer is in use. Re-arm once recycled buffers are back in the ring.
                 _reactor.Buffers.Exhaustions++;
+                _stats.BufferExhaustions++;
                 if (!_recvDone && !_waitingForBuffers)
                 {
                     _waitingForBuffers = true;
@@ -270,6 +269,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
         flush.GetAwaiter().UnsafeOnCompleted(_onFlushCompleted);
     }
+
+    private void OnFlushCompletedGuarded() => Guard(static c => c.OnFlushCompleted());
 
     /// <summary>Runs on the input pipe's writer scheduler: the reactor.</summary>
     private void OnFlushCompleted()
@@ -386,6 +387,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         }
     }
 
+    private void OnReadCompletedGuarded() => Guard(static c => c.OnReadCompleted());
+
     /// <summary>Runs on the output pipe's reader scheduler: the reactor.</summary>
     private void OnReadCompleted()
     {
@@ -453,8 +456,36 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private void IssueSend()
     {
         UnpinAll();
+        ReadOnlySequence<byte> remaining = _sendBuffer.Slice(_sendOffset);
+        io_uring_sqe* sqe;
+        if (remaining.IsSingleSegment)
+        {
+            // The common case (one flush of a small response) needs no iovec and no msghdr.
+            ReadOnlyMemory<byte> memory = remaining.First;
+            _singlePin = memory.Pin();
+            _pinCount = -1;
+            sqe = _reactor.GetSqe(_slot, KindSend);
+            sqe->opcode = IoUringNative.IORING_OP_SEND;
+            sqe->fd = _fd;
+            sqe->msg_flags = Libc.MSG_NOSIGNAL;
+            sqe->addr = (ulong)_singlePin.Pointer;
+            sqe->len = (uint)memory.Length;
+            _sendInFlight = true;
+            return;
+        }
+
+        if (_msg is null)
+        {
+            // One native block per connection for the gathered send: a msghdr and its iovec array,
+            // unmovable, freed only when the connection closes (after its last send completed).
+            _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec)));
+            _iovecs = (iovec*)(_msg + 1);
+            _pins = new MemoryHandle[MaxIovecs];
+        }
+
+        MemoryHandle[] pins = _pins!;
         int count = 0;
-        foreach (ReadOnlyMemory<byte> segment in _sendBuffer.Slice(_sendOffset))
+        foreach (ReadOnlyMemory<byte> segment in remaining)
         {
             if (segment.IsEmpty)
             {
@@ -467,31 +498,21 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             }
 
             MemoryHandle pin = segment.Pin();
-            _pins[count] = pin;
+            pins[count] = pin;
             _iovecs[count].iov_base = pin.Pointer;
             _iovecs[count].iov_len = (nuint)segment.Length;
             count++;
         }
 
         _pinCount = count;
-        io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindSend);
+        _msg->msg_iov = _iovecs;
+        _msg->msg_iovlen = (nuint)count;
+        sqe = _reactor.GetSqe(_slot, KindSend);
+        sqe->opcode = IoUringNative.IORING_OP_SENDMSG;
         sqe->fd = _fd;
         sqe->msg_flags = Libc.MSG_NOSIGNAL;
-        if (count == 1)
-        {
-            sqe->opcode = IoUringNative.IORING_OP_SEND;
-            sqe->addr = (ulong)_iovecs[0].iov_base;
-            sqe->len = (uint)_iovecs[0].iov_len;
-        }
-        else
-        {
-            _msg->msg_iov = _iovecs;
-            _msg->msg_iovlen = (nuint)count;
-            sqe->opcode = IoUringNative.IORING_OP_SENDMSG;
-            sqe->addr = (ulong)_msg;
-            sqe->len = 1;
-        }
-
+        sqe->addr = (ulong)_msg;
+        sqe->len = 1;
         _sendInFlight = true;
     }
 
@@ -534,6 +555,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         }
 
         _sendOffset += result;
+        _stats.BytesSent += result;
         if (!_shutdownDone && _sendOffset < _sendBuffer.Length)
         {
             // Short send, or more segments than one send carries: continue from where the kernel stopped.
@@ -556,9 +578,15 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
     private void UnpinAll()
     {
+        if (_pinCount == -1)
+        {
+            _singlePin.Dispose();
+            _singlePin = default;
+        }
+
         for (int i = 0; i < _pinCount; i++)
         {
-            _pins[i].Dispose();
+            _pins![i].Dispose();
             _pins[i] = default;
         }
 
@@ -710,11 +738,13 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             _reactor.Unregister(_slot);
         }
 
-        NativeMemory.Free(_iovecs);
-        NativeMemory.Free(_msg);
-        _iovecs = null;
-        _msg = null;
-        _group.OnConnectionClosed();
+        if (_msg is not null)
+        {
+            NativeMemory.Free(_msg);
+            _msg = null;
+            _iovecs = null;
+        }
+        Interlocked.Decrement(ref _stats.ActiveConnections);
         _closed.TrySetResult();
     }
 

@@ -24,7 +24,7 @@ internal static class OptionsValidator
             throw new ArgumentOutOfRangeException(
                 $"{nameof(IoUringTransportOptions)}.{name}",
                 value,
-                $"Invalid io_uring transport setting {nameof(IoUringTransportOptions)}.{name} = {value?.ToString() ?? "null"}: it must be {allowed}.");
+                $"Invalid io_uring transport setting {nameof(IoUringTransportOptions)}.{name} (configuration key {IoUringTransportOptionsSetup.SectionName}:{name}) = {value?.ToString() ?? "null"}: it must be {allowed}.");
         }
     }
 }

@@ -15,9 +15,10 @@ internal sealed class ReactorGroup : IAsyncDisposable
 {
     private readonly Reactor[] _reactors;
     private readonly MemoryPool<byte>[] _pools;
+    private readonly ReactorStats[] _stats;
+    private readonly (PipeOptions Input, PipeOptions Output)[] _pipeOptions;
     private readonly IMemoryPoolFactory<byte>? _memoryPoolFactory;
     private int _next = -1;
-    private int _activeConnections;
 
     public ReactorGroup(IoUringTransportOptions options, IMemoryPoolFactory<byte>? memoryPoolFactory, ILoggerFactory loggerFactory)
     {
@@ -27,6 +28,8 @@ internal sealed class ReactorGroup : IAsyncDisposable
         AppScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
         _reactors = new Reactor[options.ReactorCount];
         _pools = new MemoryPool<byte>[options.ReactorCount];
+        _stats = new ReactorStats[options.ReactorCount];
+        _pipeOptions = new (PipeOptions, PipeOptions)[options.ReactorCount];
         for (int i = 0; i < _reactors.Length; i++)
         {
             var reactorOptions = new ReactorOptions
@@ -39,6 +42,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
                 ReceiveBufferCount = options.ReceiveBufferCount,
                 ReceiveBufferSize = options.ReceiveBufferSize,
             };
+            _stats[i] = new ReactorStats();
             _reactors[i] = new Reactor(reactorOptions, i)
             {
                 UnhandledException = e => IoUringLog.ReactorException(Logger, e),
@@ -55,7 +59,20 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public int Count => _reactors.Length;
 
-    public int ActiveConnections => Volatile.Read(ref _activeConnections);
+    /// <summary>Connections open on all reactors.</summary>
+    public long ActiveConnections
+    {
+        get
+        {
+            long total = 0;
+            foreach (ReactorStats stats in _stats)
+            {
+                total += Volatile.Read(ref stats.ActiveConnections);
+            }
+
+            return total;
+        }
+    }
 
     public Reactor this[int index] => _reactors[index];
 
@@ -67,6 +84,14 @@ internal sealed class ReactorGroup : IAsyncDisposable
             {
                 _reactors[i].Start();
                 _pools[i] = _memoryPoolFactory?.Create(new MemoryPoolOptions { Owner = "iouring" }) ?? MemoryPool<byte>.Shared;
+                long maxRead = Options.MaxReadBufferSize ?? 0;
+                long maxWrite = Options.MaxWriteBufferSize ?? 0;
+
+                // Input: we write on the reactor, the app reads on its scheduler; pause at MaxReadBufferSize,
+                // resume at half. Output: the app writes, we read on the reactor; likewise MaxWriteBufferSize.
+                _pipeOptions[i] = (
+                    new PipeOptions(_pools[i], AppScheduler, _reactors[i], maxRead, maxRead / 2, useSynchronizationContext: false),
+                    new PipeOptions(_pools[i], _reactors[i], AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
             }
             catch
             {
@@ -85,9 +110,10 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public MemoryPool<byte> PoolFor(int reactorIndex) => _pools[reactorIndex];
 
-    public void OnConnectionStarted() => Interlocked.Increment(ref _activeConnections);
+    public ReactorStats StatsFor(int reactorIndex) => _stats[reactorIndex];
 
-    public void OnConnectionClosed() => Interlocked.Decrement(ref _activeConnections);
+    /// <summary>The pipe options shared by every connection of a reactor.</summary>
+    public (PipeOptions Input, PipeOptions Output) PipeOptionsFor(int reactorIndex) => _pipeOptions[reactorIndex];
 
     public string DescribeFeatures()
     {
