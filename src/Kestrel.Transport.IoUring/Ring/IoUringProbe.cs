@@ -59,6 +59,7 @@ internal sealed class IoUringProbe
         (IORING_OP_SEND, "IORING_OP_SEND"),
         (IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"),
         (IORING_OP_READ, "IORING_OP_READ"),
+        (IORING_OP_CLOSE, "IORING_OP_CLOSE"),
         (IORING_OP_SENDMSG_ZC, "IORING_OP_SENDMSG_ZC (marks Linux 6.1)"),
     ];
 

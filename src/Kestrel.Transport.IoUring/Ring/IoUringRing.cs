@@ -450,6 +450,15 @@ internal sealed unsafe class IoUringRing : IDisposable
         }
 
         _disposed = true;
+        if (RingFdRegistered && Environment.CurrentManagedThreadId == _ownerThreadId)
+        {
+            // The registration holds a reference to the ring in this thread's table (16 slots): without
+            // this the ring outlives close() until the thread exits. Another thread's table has another
+            // ring at that index, so only the owner thread unregisters.
+            io_uring_rsrc_update update = new() { offset = (uint)_enterFd };
+            io_uring_register(_ringFd, IORING_UNREGISTER_RING_FDS, &update, 1);
+        }
+
         UnmapAll();
         Libc.close(_ringFd);
     }

@@ -106,7 +106,6 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
         entry->len = (uint)BufferSize;
         entry->bid = bid;
         _localTail++;
-        KernelOwned++;
     }
 
     /// <summary>True when recycled buffers are waiting to be published.</summary>
@@ -123,6 +122,7 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
         // Release: the descriptor stores above must be visible before the tail that exposes them
         // (the kernel may read the ring from another context, e.g. io-wq).
         Volatile.Write(ref ((io_uring_buf_ring*)_entries)->tail, _localTail);
+        KernelOwned += (ushort)(_localTail - _publishedTail); // the kernel's only from here on
         _publishedTail = _localTail;
     }
 

@@ -23,6 +23,13 @@ internal sealed class ReactorOptions
 
     /// <summary>How long a stopping reactor waits between sweeps that cancel whatever is still in flight.</summary>
     public TimeSpan StopCancelInterval { get; set; } = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>
+    /// How long a stopping reactor waits for the final completions of cancelled operations. Past it the
+    /// thread exits without freeing the ring's memory (leaked, never reused): only lost completions can
+    /// make it expire.
+    /// </summary>
+    public TimeSpan StopTimeout { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>
@@ -64,7 +71,9 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
     private bool _wakeArmed;
 
     private volatile int _state; // 0 running, 1 stop requested, 2 stopped
+    private int _activeProducers; // threads inside Schedule's remote path
     private bool _stopNotified;
+    private long _stopStarted;
     private long _nextCancelSweep;
 
     public Reactor(ReactorOptions options, int id)
@@ -84,6 +93,9 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
     public long InFlight { get; private set; }
 
     public long Completions { get; private set; }
+
+    /// <summary>Times io_uring_enter reported -EBADR: completions the kernel had to drop.</summary>
+    public long LostCompletionEvents { get; private set; }
     public long StaleCompletions { get; private set; }
     public long Submissions { get; private set; }
     public long WakeWrites => Volatile.Read(ref _wakeWrites);
@@ -101,6 +113,9 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
     public bool IsOnReactorThread => Environment.CurrentManagedThreadId == _threadId;
 
     public bool IsStopping => _state != 0;
+
+    /// <summary>True once the loop has exited and the ring is gone (work then runs on the thread pool).</summary>
+    public bool IsStopped => _state == 2;
 
     public IoUringRing Ring => _ring ?? throw new InvalidOperationException("The reactor has not started.");
 
@@ -127,26 +142,51 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
             return;
         }
 
-        if (_state == 2)
+        // Full fence (Interlocked): announce this producer before reading _state, so that a reactor
+        // that sets _state = 2 and then sees no producer knows nobody will write its eventfd any more.
+        Interlocked.Increment(ref _activeProducers);
+        try
         {
-            System.Threading.ThreadPool.UnsafeQueueUserWorkItem(action, state, preferLocal: false);
-            return;
+            if (_state == 2)
+            {
+                System.Threading.ThreadPool.UnsafeQueueUserWorkItem(action, state, preferLocal: false);
+                return;
+            }
+
+            _remoteWork.Enqueue(new WorkItem(action, state));
+
+            // Full fence: the enqueue must be visible before we read _sleeping (pairs with the fence
+            // after the reactor sets _sleeping and before it re-checks the queue; Dekker-style).
+            Interlocked.MemoryBarrier();
+            if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _wakePending, 1) == 0)
+            {
+                WriteEventFd();
+            }
+
+            if (_state == 2)
+            {
+                // The loop exited between our check and our enqueue: run what it left on the thread pool.
+                DrainRemoteToThreadPool();
+            }
         }
-
-        _remoteWork.Enqueue(new WorkItem(action, state));
-
-        // Full fence: the enqueue must be visible before we read _sleeping (pairs with the fence
-        // after the reactor sets _sleeping and before it re-checks the queue; Dekker-style).
-        Interlocked.MemoryBarrier();
-        if (Volatile.Read(ref _sleeping) == 1 && Interlocked.Exchange(ref _wakePending, 1) == 0)
+        finally
         {
-            WriteEventFd();
+            Interlocked.Decrement(ref _activeProducers);
         }
+    }
 
-        if (_state == 2)
+    /// <summary>
+    /// Marks the reactor stopped and waits until no producer is between its state check and its
+    /// eventfd write, so the eventfd can be closed without a late write hitting a reused fd number.
+    /// </summary>
+    private void EnterStoppedState()
+    {
+        // Full fence (Interlocked): the store of 2 is ordered before the read of _activeProducers.
+        Interlocked.Exchange(ref _state, 2);
+        var spin = new SpinWait();
+        while (Volatile.Read(ref _activeProducers) != 0)
         {
-            // The loop exited between our check and our enqueue: run what it left on the thread pool.
-            DrainRemoteToThreadPool();
+            spin.SpinOnce();
         }
     }
 
@@ -244,6 +284,18 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
         sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
     }
 
+    /// <summary>
+    /// Queues close(2) of <paramref name="fd"/> in the ring, batched with this turn's submission (a socket
+    /// has no flush method, so the kernel closes it inline, not on io-wq). The caller guarantees no
+    /// operation on the fd is in flight and none will be issued: the number is reused once this runs.
+    /// </summary>
+    public void QueueClose(int fd)
+    {
+        io_uring_sqe* sqe = GetSqe();
+        sqe->opcode = IORING_OP_CLOSE;
+        sqe->fd = fd;
+    }
+
     /// <summary>Queues an ASYNC_CANCEL of the one operation carrying <paramref name="userData"/>.</summary>
     public void CancelUserData(ulong userData)
     {
@@ -303,8 +355,8 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
         }
         catch (Exception e)
         {
+            EnterStoppedState();
             ReleaseResources();
-            _state = 2;
             _started.TrySetException(e);
             _stopped.TrySetResult();
             return;
@@ -320,14 +372,25 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
             // Only a bug in the loop itself lands here. Memory the kernel may still touch is leaked on
             // purpose rather than freed: we cannot prove it idle.
             UnhandledException?.Invoke(e);
-            _state = 2;
+            EnterStoppedState();
             DrainRemoteToThreadPool();
             _stopped.TrySetException(e);
             return;
         }
 
-        _state = 2;
-        ReleaseResources();
+        EnterStoppedState();
+        if (InFlight == 0)
+        {
+            ReleaseResources();
+        }
+        else
+        {
+            // Completions were lost (see EBADR) and some operation may still own memory: leak the ring,
+            // the slab and the eventfd rather than free memory the kernel might write.
+            UnhandledException?.Invoke(new InvalidOperationException(
+                $"io_uring reactor {Id} stopped with {InFlight} operation(s) never completed; their memory is deliberately not freed."));
+        }
+
         DrainRemoteToThreadPool();
         _stopped.TrySetResult();
     }
@@ -368,7 +431,15 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
             long timeout = mayWait ? NextTimeoutNanoseconds() : 0;
             int ret = ring.SubmitAndWait(mayWait ? 1u : 0u, timeout);
             Volatile.Write(ref _sleeping, 0);
-            if (ret < 0 && -ret is not (Libc.EINTR or Libc.EAGAIN or Libc.EBUSY or Libc.ETIME))
+            if (ret == -Libc.EBADR)
+            {
+                // The kernel dropped completions it could not store (only possible without NODROP, or when
+                // it cannot allocate overflow entries). Nothing to redo here; count it and go on. The
+                // owners of the lost operations are ended by the stop deadline at shutdown.
+                LostCompletionEvents++;
+                UnhandledException?.Invoke(new IoUringException("io_uring_enter reported lost completions", Libc.EBADR));
+            }
+            else if (ret < 0 && -ret is not (Libc.EINTR or Libc.EAGAIN or Libc.EBUSY or Libc.ETIME))
             {
                 throw new IoUringException("io_uring_enter", -ret);
             }
@@ -393,6 +464,7 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
         if (!_stopNotified)
         {
             _stopNotified = true;
+            _stopStarted = now;
             for (uint slot = 1; slot < _nextSlot; slot++)
             {
                 IRingOwner? owner = _owners[slot];
@@ -417,6 +489,11 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
         if (InFlight == 0 && _localWork.Count == 0 && _remoteWork.IsEmpty)
         {
             return false;
+        }
+
+        if (now - _stopStarted > (long)(_options.StopTimeout.TotalSeconds * Stopwatch.Frequency))
+        {
+            return false; // Run() sees InFlight > 0 and leaks instead of freeing
         }
 
         if (now >= _nextCancelSweep)

@@ -26,6 +26,8 @@ internal sealed unsafe class Acceptor : IRingOwner
     private readonly Reactor _reactor;
     private readonly bool _spread;
     private readonly bool _isIp;
+    private readonly bool _inheritsNoDelay;
+    private readonly EndPoint? _fixedLocalEndPoint; // the local address when it cannot vary per connection
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private uint _slot;
     private bool _armed;
@@ -35,8 +37,9 @@ internal sealed unsafe class Acceptor : IRingOwner
     private bool _backoffPending;
     private long _lastBackoffLog = long.MinValue / 2;
 
-    public Acceptor(IoUringConnectionListener listener, Socket socket, int reactorIndex, bool spread)
+    public Acceptor(IoUringConnectionListener listener, Socket socket, int reactorIndex, bool spread, bool inheritsNoDelay)
     {
+        _inheritsNoDelay = inheritsNoDelay;
         _listener = listener;
         _socket = socket;
         _fd = (int)socket.SafeHandle.DangerousGetHandle();
@@ -44,6 +47,17 @@ internal sealed unsafe class Acceptor : IRingOwner
         _reactor = listener.Reactors[reactorIndex];
         _spread = spread;
         _isIp = socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
+
+        // Bound to one address, every accepted connection has that local endpoint: no getsockname per
+        // connection. Wildcard binds ([::] dual-mode, 0.0.0.0) must ask, the address varies.
+        if (socket.LocalEndPoint is IPEndPoint bound && !bound.Address.Equals(IPAddress.Any) && !bound.Address.Equals(IPAddress.IPv6Any))
+        {
+            _fixedLocalEndPoint = bound;
+        }
+        else if (!_isIp)
+        {
+            _fixedLocalEndPoint = listener.EndPoint;
+        }
     }
 
     public void Start() => _reactor.Schedule(static state => ((Acceptor)state!).StartOnReactor(), this);
@@ -141,7 +155,7 @@ internal sealed unsafe class Acceptor : IRingOwner
             return;
         }
 
-        if (_isIp && _listener.Options.NoDelay)
+        if (_isIp && !_inheritsNoDelay && _listener.Options.NoDelay)
         {
             NativeSocket.SetNoDelay(fd, true);
         }
@@ -149,7 +163,7 @@ internal sealed unsafe class Acceptor : IRingOwner
         IoUringConnection connection;
         try
         {
-            EndPoint? local = _isIp ? NativeSocket.GetLocalEndPoint(fd) : _listener.EndPoint;
+            EndPoint? local = _fixedLocalEndPoint ?? NativeSocket.GetLocalEndPoint(fd);
             EndPoint? remote = NativeSocket.GetRemoteEndPoint(fd);
             connection = new IoUringConnection(fd, reactor, _listener.Reactors, _listener.Reactors.PoolFor(reactorIndex), _listener.Reactors.StatsFor(reactorIndex), local, remote);
         }

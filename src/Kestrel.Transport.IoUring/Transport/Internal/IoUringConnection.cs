@@ -624,6 +624,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         if (reason is null || s_finOnError)
         {
             IoUringLog.ConnectionWriteFin(_logger, ConnectionId, _shutdownReason.Message);
+            // A plain syscall: IORING_OP_SHUTDOWN always runs on an io-wq worker thread.
             NativeSocket.Shutdown(_fd, Libc.SHUT_RDWR);
         }
         else
@@ -732,10 +733,15 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
         // Every operation on this fd has delivered its final completion: the kernel holds no pointer
         // into our memory and no reference to the fd for us, so it can be closed and memory freed.
-        NativeSocket.Close(_fd);
-        if (_reactor.IsOnReactorThread)
+        if (_reactor.IsOnReactorThread && !_reactor.IsStopped)
         {
+            // Batched with this turn's submission rather than a system call of its own.
+            _reactor.QueueClose(_fd);
             _reactor.Unregister(_slot);
+        }
+        else
+        {
+            NativeSocket.Close(_fd);
         }
 
         if (_msg is not null)

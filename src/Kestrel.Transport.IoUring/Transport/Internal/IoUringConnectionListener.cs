@@ -59,7 +59,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         for (int i = 0; i < sockets.Count; i++)
         {
             int reactorIndex = spread ? _reactors.NextIndex() : i;
-            _acceptors.Add(new Acceptor(this, sockets[i], reactorIndex, spread));
+            _acceptors.Add(new Acceptor(this, sockets[i], reactorIndex, spread, inheritsNoDelay: !spread));
         }
 
         foreach (Acceptor acceptor in _acceptors)
@@ -89,6 +89,9 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                 {
                     Socket socket = CreateIpSocket(requested, reusePort: true);
                     sockets.Add(socket);
+
+                    // Accepted sockets inherit TCP_NODELAY from the listen socket: no setsockopt per connection.
+                    socket.NoDelay = _options.NoDelay;
                     BindOrThrow(socket, target);
                     socket.Listen(_options.Backlog);
                 }
