@@ -1,0 +1,199 @@
+using System.Net.Sockets;
+using Kestrel.Transport.IoUring.Tests.Infrastructure;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Xunit.Abstractions;
+
+namespace Kestrel.Transport.IoUring.Tests.Functional;
+
+/// <summary>How connections end: client FIN and RST, server abort and close, graceful shutdown.</summary>
+public class ConnectionLifetimeTests(ITestOutputHelper output)
+{
+    private const string PartialPost = "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n0123456789";
+
+    [SkippableTheory, AllTransports]
+    public async Task ClientFin_MidRequest_FiresRequestAborted(TransportKind transport)
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using TestHost host = await TestHost.StartAsync(transport, async ctx =>
+        {
+            using CancellationTokenRegistration registration = ctx.RequestAborted.Register(aborted.SetResult);
+            started.SetResult();
+            await aborted.Task.WaitAsync(Timeouts.Step);
+        }, new TestHostOptions { Output = output });
+
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            await connection.SendAsync(PartialPost);
+            await started.Task.WaitAsync(Timeouts.Step);
+            connection.ShutdownSend();
+            await aborted.Task.WaitAsync(Timeouts.Step);
+        }
+
+        await host.StopAndVerifyAsync();
+    }
+
+    [SkippableTheory, AllTransports]
+    public async Task ClientReset_MidRequest_AbortsRequestAndLogsNothingAboveDebug(TransportKind transport)
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var readFailure = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using TestHost host = await TestHost.StartAsync(transport, async ctx =>
+        {
+            using CancellationTokenRegistration registration = ctx.RequestAborted.Register(aborted.SetResult);
+            started.SetResult();
+            try
+            {
+                byte[] buffer = new byte[4096];
+                while (await ctx.Request.Body.ReadAsync(buffer) != 0)
+                {
+                }
+
+                readFailure.SetResult(null);
+            }
+            catch (Exception ex)
+            {
+                readFailure.SetResult(ex);
+            }
+
+            // The read fails as soon as the transport completes its input; RequestAborted follows when
+            // Kestrel handles ConnectionClosed. Stay registered until then.
+            await aborted.Task.WaitAsync(Timeouts.Step);
+        }, new TestHostOptions { Output = output });
+
+        long mark;
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            await connection.SendAsync(PartialPost);
+            await started.Task.WaitAsync(Timeouts.Step);
+            mark = host.Logs.Mark();
+            connection.Reset();
+        }
+
+        Exception? failure = await readFailure.Task.WaitAsync(Timeouts.Step);
+        // ECONNRESET must surface as ConnectionResetException (an IOException), which Kestrel logs at Debug.
+        Assert.IsType<ConnectionResetException>(failure);
+        await aborted.Task.WaitAsync(Timeouts.Step);
+        await host.StopAndVerifyAsync();
+        host.AssertNothingAboveDebugSince(mark);
+    }
+
+    [SkippableTheory, AllTransports]
+    public async Task ClientReset_MidResponse_AbortsRequestAndLogsNothingAboveDebug(TransportKind transport)
+    {
+        var appDone = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using TestHost host = await TestHost.StartAsync(transport, async ctx =>
+        {
+            using CancellationTokenRegistration registration = ctx.RequestAborted.Register(aborted.SetResult);
+            try
+            {
+                ctx.Response.ContentLength = 1L << 40;
+                byte[] chunk = new byte[64 * 1024];
+                while (true)
+                {
+                    await ctx.Response.Body.WriteAsync(chunk, ctx.RequestAborted);
+                }
+            }
+            catch (Exception ex)
+            {
+                appDone.SetResult(ex);
+            }
+        }, new TestHostOptions { Output = output });
+
+        long mark;
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            await connection.SendAsync("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+            await connection.ReadExactlyAsync(256 * 1024);
+            mark = host.Logs.Mark();
+            connection.Reset();
+        }
+
+        await aborted.Task.WaitAsync(Timeouts.Step);
+        Exception? failure = await appDone.Task.WaitAsync(Timeouts.Step);
+        Assert.True(failure is OperationCanceledException or IOException, $"Writing after the reset should be canceled, but threw {failure}");
+        await host.StopAndVerifyAsync();
+        host.AssertNothingAboveDebugSince(mark);
+    }
+
+    [SkippableTheory, AllTransports]
+    public async Task Abort_ByApplication_ClientSeesReset(TransportKind transport)
+    {
+        await using TestHost host = await TestHost.StartAsync(transport, ctx =>
+        {
+            ctx.Abort();
+            return Task.CompletedTask;
+        }, new TestHostOptions { Output = output });
+
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            await connection.SendAsync("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+            SocketException reset = await Assert.ThrowsAsync<SocketException>(() => connection.ReceiveAsync(new byte[1024]));
+            Assert.Equal(SocketError.ConnectionReset, reset.SocketErrorCode);
+        }
+
+        await host.StopAndVerifyAsync();
+    }
+
+    [SkippableTheory, AllTransports]
+    public async Task ConnectionClose_ResponseHeader_ClientSeesFinAfterResponse(TransportKind transport)
+    {
+        await using TestHost host = await TestHost.StartAsync(transport, ctx =>
+        {
+            ctx.Response.Headers.Connection = "close";
+            return ctx.Response.WriteAsync("bye");
+        }, new TestHostOptions { Output = output });
+
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            await connection.SendAsync("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+            RawResponse response = await connection.ReadResponseAsync();
+            Assert.Equal(200, response.StatusCode);
+            Assert.Equal("close", response.Header("Connection"));
+            Assert.Equal("bye", response.BodyText);
+            Assert.Equal(0, await connection.ReceiveAsync(new byte[1024]));
+        }
+
+        await host.StopAndVerifyAsync();
+    }
+
+    [SkippableTheory, AllTransports]
+    public async Task StopAsync_RequestInFlight_RequestCompletesBeforeShutdownEnds(TransportKind transport)
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using TestHost host = await TestHost.StartAsync(transport, async ctx =>
+        {
+            started.SetResult();
+            await release.Task.WaitAsync(Timeouts.Step);
+            await ctx.Response.WriteAsync("finished during shutdown");
+        }, new TestHostOptions { Output = output });
+
+        var stopping = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        host.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping.Register(stopping.SetResult);
+
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            await connection.SendAsync("GET / HTTP/1.1\r\nHost: test\r\n\r\n");
+            await started.Task.WaitAsync(Timeouts.Step);
+
+            Task stop = host.StopAsync();
+            await stopping.Task.WaitAsync(Timeouts.Step);
+            await Task.Delay(500);
+            Assert.False(stop.IsCompleted, "Shutdown should wait for the in-flight request.");
+
+            release.SetResult();
+            RawResponse response = await connection.ReadResponseAsync();
+            Assert.Equal(200, response.StatusCode);
+            Assert.Equal("finished during shutdown", response.BodyText);
+            await stop.WaitAsync(Timeouts.Step);
+        }
+
+        await host.StopAndVerifyAsync();
+    }
+}
