@@ -13,8 +13,6 @@ namespace Kestrel.Transport.IoUring.Tests.Transport;
 
 public class HostLifecycleTests
 {
-    private static int CountFds() => Directory.GetFiles("/proc/self/fd").Length;
-
     private static int CountThreads(string prefix)
         => Directory.GetDirectories("/proc/self/task").Count(t => ReadComm(t).StartsWith(prefix, StringComparison.Ordinal));
 
@@ -38,7 +36,7 @@ public class HostLifecycleTests
         // One warm-up cycle: the runtime opens descriptors of its own on first use (sockets, epoll).
         await RunOneHostAsync();
         await Task.Delay(200);
-        int fdsBefore = CountFds();
+        Dictionary<int, string> fdsBefore = FileDescriptors.Snapshot();
 
         for (int i = 0; i < 50; i++)
         {
@@ -46,21 +44,15 @@ public class HostLifecycleTests
         }
 
         // Reactor threads end after their ring is released; allow the last ones a moment to exit.
-        int fdsAfter = 0, reactors = 0;
-        for (int attempt = 0; attempt < 50; attempt++)
+        int reactors = 0;
+        for (int attempt = 0; attempt < 50 && (reactors = CountThreads("io_uring reacto")) != 0; attempt++)
         {
-            fdsAfter = CountFds();
-            reactors = CountThreads("io_uring reacto");
-            if (fdsAfter <= fdsBefore && reactors == 0)
-            {
-                break;
-            }
-
             await Task.Delay(100);
         }
 
         Assert.Equal(0, reactors);
-        Assert.True(fdsAfter <= fdsBefore, $"file descriptors grew from {fdsBefore} to {fdsAfter} over 50 host start/stop cycles");
+        IReadOnlyList<string> leaked = await FileDescriptors.WaitForNoGrowthAsync(fdsBefore, TimeSpan.FromSeconds(5));
+        Assert.True(leaked.Count == 0, $"file descriptors leaked over 50 host start/stop cycles: {string.Join(", ", leaked)}");
     }
 
     private static async Task RunOneHostAsync()
