@@ -43,6 +43,35 @@ public class EndpointTests(ITestOutputHelper output)
     }
 
     [SkippableTheory, AllTransports]
+    public async Task ListenHandle_InheritedListeningSocket_Served(TransportKind transport)
+    {
+        // What systemd socket activation hands over: a socket someone else bound and may already listen on.
+        using var listenSocket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listenSocket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listenSocket.Listen();
+        var bound = (IPEndPoint)listenSocket.LocalEndPoint!;
+
+        await using (TestHost host = await TestHost.StartAsync(transport, Describe, new TestHostOptions { ListenHandle = (ulong)listenSocket.Handle, Output = output }))
+        {
+            await using (RawConnection connection = await RawConnection.ConnectAsync(bound))
+            {
+                for (int i = 0; i < 3; i++)
+                {
+                    await connection.SendAsync("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                    RawResponse response = await connection.ReadResponseAsync();
+                    Assert.Equal(200, response.StatusCode);
+                    Assert.Equal($"127.0.0.1:{bound.Port} <- 127.0.0.1", response.BodyText);
+                }
+            }
+
+            await host.StopAndVerifyAsync();
+        }
+
+        // The handle stays the caller's: the transport must not have closed it.
+        Assert.True(listenSocket.Poll(0, SelectMode.SelectError) == false && listenSocket.LocalEndPoint is not null);
+    }
+
+    [SkippableTheory, AllTransports]
     public async Task ListenIPv6Loopback_HttpClient_ServedWithIPv6Addresses(TransportKind transport)
     {
         Skip.IfNot(HasIPv6Loopback(), "This machine has no IPv6 loopback ([::1]).");

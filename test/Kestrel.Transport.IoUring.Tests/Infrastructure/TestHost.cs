@@ -27,6 +27,9 @@ public sealed class TestHostOptions
     /// <summary>Listen on this Unix domain socket path instead of TCP.</summary>
     public string? UnixSocketPath { get; init; }
 
+    /// <summary>Listen on an already-listening socket's handle (ListenHandle, as systemd socket activation does) instead of an address.</summary>
+    public ulong? ListenHandle { get; init; }
+
     /// <summary>More endpoint setup (UseHttps, Protocols), applied after the connection-type recorder.</summary>
     public Action<ListenOptions>? ConfigureListen { get; init; }
 
@@ -108,6 +111,10 @@ public sealed class TestHost : IAsyncDisposable
             if (options.UnixSocketPath is { } path)
             {
                 kestrel.ListenUnixSocket(path, ConfigureListen);
+            }
+            else if (options.ListenHandle is { } handle)
+            {
+                kestrel.ListenHandle(handle, ConfigureListen);
             }
             else
             {
