@@ -154,16 +154,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
                 {
                     // Copy out of the kernel's buffer: the application never sees ring memory, and the
                     // buffer goes back to the kernel at the end of this loop turn.
-                    ReadOnlySpan<byte> data = buffers.GetData(bid, result);
-                    PipeWriter writer = _input.Writer;
-                    while (!data.IsEmpty)
-                    {
-                        Span<byte> destination = writer.GetSpan(1);
-                        int n = Math.Min(destination.Length, data.Length);
-                        data[..n].CopyTo(destination);
-                        writer.Advance(n);
-                        data = data[n..];
-                    }
+                    HotPath.CopyInto(_input.Writer, buffers.GetData(bid, result));
                 }
             }
             finally
@@ -483,26 +474,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             _pins = new MemoryHandle[MaxIovecs];
         }
 
-        MemoryHandle[] pins = _pins!;
-        int count = 0;
-        foreach (ReadOnlyMemory<byte> segment in remaining)
-        {
-            if (segment.IsEmpty)
-            {
-                continue;
-            }
-
-            if (count == MaxIovecs)
-            {
-                break; // the rest goes in the next send, like a short send
-            }
-
-            MemoryHandle pin = segment.Pin();
-            pins[count] = pin;
-            _iovecs[count].iov_base = pin.Pointer;
-            _iovecs[count].iov_len = (nuint)segment.Length;
-            count++;
-        }
+        int count = HotPath.Gather(remaining, _pins!, _iovecs, MaxIovecs);
 
         _pinCount = count;
         _msg->msg_iov = _iovecs;
