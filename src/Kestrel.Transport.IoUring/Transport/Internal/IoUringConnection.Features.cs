@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections;
 using System.IO.Pipelines;
 using System.Net;
+using Kestrel.Transport.IoUring.Ring;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
@@ -20,7 +21,8 @@ internal sealed partial class IoUringConnection :
     IConnectionItemsFeature,
     IMemoryPoolFeature,
     IConnectionLifetimeFeature,
-    IConnectionEndPointFeature
+    IConnectionEndPointFeature,
+    IIoUringConnectionFeature
 {
     private static long s_lastConnectionId = DateTime.UtcNow.Ticks;
     private List<KeyValuePair<Type, object?>>? _extraFeatures;
@@ -96,7 +98,8 @@ internal sealed partial class IoUringConnection :
         || key == typeof(IConnectionItemsFeature)
         || key == typeof(IMemoryPoolFeature)
         || key == typeof(IConnectionLifetimeFeature)
-        || key == typeof(IConnectionEndPointFeature);
+        || key == typeof(IConnectionEndPointFeature)
+        || key == typeof(IIoUringConnectionFeature);
 
     private static readonly Type[] s_ownFeatures =
     [
@@ -106,7 +109,12 @@ internal sealed partial class IoUringConnection :
         typeof(IMemoryPoolFeature),
         typeof(IConnectionLifetimeFeature),
         typeof(IConnectionEndPointFeature),
+        typeof(IIoUringConnectionFeature),
     ];
+
+    Reactor IIoUringConnectionFeature.Reactor => _reactor;
+
+    PipeScheduler IIoUringConnectionFeature.ApplicationScheduler => _group.AppScheduler;
 
     IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator()
     {
