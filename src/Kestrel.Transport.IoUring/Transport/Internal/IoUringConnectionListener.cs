@@ -22,8 +22,11 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     private readonly IoUringTransportOptions _options;
     private readonly ReactorGroup _reactors;
     private readonly ILogger _logger;
+    // Synchronous continuations: Kestrel's accept loop resumes inside TryWrite on the reactor thread.
+    // It only registers the connection and queues it to the thread pool (which Kestrel does anyway), so
+    // this saves a thread-pool hop per accepted connection without running application code here.
     private readonly Channel<IoUringConnection> _accepted = Channel.CreateUnbounded<IoUringConnection>(
-        new UnboundedChannelOptions { SingleReader = true, SingleWriter = false });
+        new UnboundedChannelOptions { SingleReader = true, SingleWriter = false, AllowSynchronousContinuations = true });
     private readonly List<Acceptor> _acceptors = [];
     private readonly Lock _lock = new();
     private Task? _unbindTask;
