@@ -2,12 +2,8 @@ using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace Kestrel.Transport.IoUring.Tests.Transport;
 
@@ -57,14 +53,9 @@ public class HostLifecycleTests
 
     private static async Task RunOneHostAsync()
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseIoUring(o => o.ThrowIfUnavailable = true);
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        await using WebApplication app = builder.Build();
-        app.Run(context => context.Response.WriteAsync("ok"));
+        await using WebApplication app = IoUringApp.Build(context => context.Response.WriteAsync("ok"), configure: o => o.ThrowIfUnavailable = true);
         await app.StartAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        int port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = IoUringApp.PortOf(app);
 
         // A kept-alive connection still open at shutdown, and one finished request.
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

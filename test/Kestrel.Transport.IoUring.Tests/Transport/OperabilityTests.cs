@@ -3,12 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -18,24 +13,14 @@ namespace Kestrel.Transport.IoUring.Tests.Transport;
 public class OperabilityTests
 {
     private static WebApplication Build(Dictionary<string, string?>? config = null, Action<IoUringTransportOptions>? configure = null)
-    {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        if (config is not null)
-        {
-            builder.Configuration.AddInMemoryCollection(config);
-        }
-
-        builder.WebHost.UseIoUring(o => configure?.Invoke(o));
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        WebApplication app = builder.Build();
-        app.Run(context =>
-        {
-            context.Response.ContentLength = "metrics".Length;
-            return context.Response.WriteAsync("metrics");
-        });
-        return app;
-    }
+        => IoUringApp.Build(
+            context =>
+            {
+                context.Response.ContentLength = "metrics".Length;
+                return context.Response.WriteAsync("metrics");
+            },
+            configure: configure,
+            configuration: config);
 
     [Fact]
     public void Options_FromConfigurationSection_AreBoundAndCodeWins()
@@ -78,7 +63,7 @@ public class OperabilityTests
         IoUringRequirement.Ensure();
         await using WebApplication app = Build(configure: o => o.ReactorCount = 2);
         await app.StartAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        int port = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = IoUringApp.PortOf(app);
 
         var totals = new Dictionary<string, long>();
         using var listener = new MeterListener();

@@ -3,12 +3,7 @@ using System.Net.Sockets;
 using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 
 namespace Kestrel.Transport.IoUring.Tests.Transport;
 
@@ -16,26 +11,22 @@ public class TransportSmokeTests
 {
     private static async Task<(WebApplication App, int Port)> StartAsync(Action<IoUringTransportOptions>? configure = null)
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseIoUring(o => configure?.Invoke(o));
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        WebApplication app = builder.Build();
-        app.Run(async context =>
-        {
-            if (context.Request.Path == "/echo")
+        WebApplication app = IoUringApp.Build(
+            async context =>
             {
-                using var ms = new MemoryStream();
-                await context.Request.Body.CopyToAsync(ms);
-                await context.Response.Body.WriteAsync(ms.ToArray());
-                return;
-            }
+                if (context.Request.Path == "/echo")
+                {
+                    using var ms = new MemoryStream();
+                    await context.Request.Body.CopyToAsync(ms);
+                    await context.Response.Body.WriteAsync(ms.ToArray());
+                    return;
+                }
 
-            await context.Response.WriteAsync("Hello, World!");
-        });
-        await app.StartAsync();
-        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return (app, new Uri(address).Port);
+                await context.Response.WriteAsync("Hello, World!");
+            },
+            configure: configure);
+        await app.StartAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        return (app, IoUringApp.PortOf(app));
     }
 
     [SkippableFact]
