@@ -349,7 +349,9 @@ def parse_wrk(out):
 
     se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": requests, "seconds": seconds, "p50_ms": percentile(50), "p99_ms": percentile(99),
+    read = re.search(r"requests in [\d.]+(?:us|ms|s|m), ([\d.]+)([KMGT]?B) read", out)
+    bytes_read = float(read.group(1)) * 1024 ** "BKMGT".index(read.group(2)[0]) if read else None
+    return {"requests": requests, "seconds": seconds, "bytes_read": bytes_read, "p50_ms": percentile(50), "p99_ms": percentile(99),
             "socket_errors": sum(map(int, se.groups())) if se else 0,
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
@@ -407,6 +409,7 @@ def measure(server, gen, profile, connections, duration, count_syscalls):
         "syscalls_per_req": syscalls / n if n and syscalls is not None else None,
         "ctx_per_req": context_switch_delta(ctx0, ctx1) / n if n else None,
         "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+        "bytes_read": result.get("bytes_read"), "seconds": result["seconds"],
         "errors": result["socket_errors"] + result["non2xx"],
         "socket_errors": result["socket_errors"], "non2xx": result["non2xx"],
         "server_cpu_pct": 100 * (cpu1 - cpu0) / 1e6 / (t1 - t0),
@@ -687,7 +690,8 @@ def run_static(args, gen, count_syscalls, notes):
                     for i in range(1, args.runs + 1):
                         log(f"{prefix} run {i}/{args.runs} ...", end=" ")
                         r = measure(server, gen, profile, connections, args.duration, count_syscalls)
-                        r["mb_s"] = r["rps"] * size / 1e6
+                        # From the bytes wrk read, not completed requests: a 100 MiB response may not finish in a short run.
+                        r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
                         log(f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, "
                             f"{r['errors']} errors")
                         r.update(config=kind, profile=profile, connections=connections, run=i)
