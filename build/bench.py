@@ -54,7 +54,12 @@ PROFILES = {
     "json": ("/json", [256], ACCEPT_JSON, "keep-alive", 1, "GET /json, 256 connections"),
     "close": ("/plaintext", [64], ACCEPT_TEXT, "close", 1, "GET /plaintext with Connection: close, 64 connections (connection churn)"),
     "sweep": ("/plaintext", [16, 64, 256, 1024, 4096], ACCEPT_TEXT, "keep-alive", 1, "GET /plaintext at 16 to 4096 connections"),
+    # Run alone (--profiles static): samples/StaticFiles on io_uring and Sockets, and nginx; see run_static.
+    "static": ("/", [64], "*/*", "keep-alive", 1, "GET of one file (4 KiB, 64 KiB, 1 MiB, 100 MiB), 64 connections"),
 }
+STATIC_SAMPLE = ROOT / "samples" / "StaticFiles"
+STATIC_FILES = [("4k.bin", 4 * 1024), ("64k.bin", 64 * 1024), ("1m.bin", 1024 * 1024), ("100m.bin", 100 * 1024 * 1024)]
+STATIC_SERVERS = ["iouring", "sockets", "nginx"]
 
 
 class BenchError(Exception):
@@ -344,7 +349,9 @@ def parse_wrk(out):
 
     se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": requests, "seconds": seconds, "p50_ms": percentile(50), "p99_ms": percentile(99),
+    read = re.search(r"requests in [\d.]+(?:us|ms|s|m), ([\d.]+)([KMGT]?B) read", out)
+    bytes_read = float(read.group(1)) * 1024 ** "BKMGT".index(read.group(2)[0]) if read else None
+    return {"requests": requests, "seconds": seconds, "bytes_read": bytes_read, "p50_ms": percentile(50), "p99_ms": percentile(99),
             "socket_errors": sum(map(int, se.groups())) if se else 0,
             "non2xx": int(non2xx.group(1)) if non2xx else 0}
 
@@ -402,6 +409,7 @@ def measure(server, gen, profile, connections, duration, count_syscalls):
         "syscalls_per_req": syscalls / n if n and syscalls is not None else None,
         "ctx_per_req": context_switch_delta(ctx0, ctx1) / n if n else None,
         "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+        "bytes_read": result.get("bytes_read"), "seconds": result["seconds"],
         "errors": result["socket_errors"] + result["non2xx"],
         "socket_errors": result["socket_errors"], "non2xx": result["non2xx"],
         "server_cpu_pct": 100 * (cpu1 - cpu0) / 1e6 / (t1 - t0),
@@ -503,6 +511,8 @@ def parse_args():
     p.add_argument("--load-generator", choices=["wrk", "bombardier"], default="wrk")
     p.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     p.add_argument("--no-perf", action="store_true", help="do not count syscalls (perf adds a little overhead per syscall)")
+    p.add_argument("--static-servers", default=",".join(STATIC_SERVERS),
+                   help="static profile: comma-separated subset of: " + ", ".join(STATIC_SERVERS))
     p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     a = p.parse_args()
     a.runs = a.runs or (1 if a.quick else 3)
@@ -510,6 +520,9 @@ def parse_args():
     a.warmup = a.warmup if a.warmup is not None else (2 if a.quick else 5)
     a.profiles = [x.strip() for x in a.profiles.split(",") if x.strip()]
     a.configs = [x.strip() for x in a.configs.split(",") if x.strip()]
+    a.static_servers = [x.strip() for x in a.static_servers.split(",") if x.strip()]
+    if "static" in a.profiles and len(a.profiles) > 1:
+        p.error("the static profile runs alone (--profiles static): it starts its own servers")
     for name, known, values in (("profile", PROFILES, a.profiles), ("config", CONFIGS, a.configs)):
         unknown = [v for v in values if v not in known]
         if unknown or not values:
@@ -517,6 +530,206 @@ def parse_args():
     if a.runs < 1 or a.duration < 1 or a.warmup < 0:
         p.error("--runs and --duration must be at least 1, --warmup at least 0")
     return a
+
+
+# ---------------------------------------------------------------- the static profile
+
+class StaticServer:
+    """samples/StaticFiles (io_uring or Sockets) or Debian's nginx (sendfile on, one process), pinned to CPU 0."""
+
+    def __init__(self, kind, dll, root, port, log_dir):
+        self.config, self.kind, self.port, self.root = kind, kind, port, root
+        self.log_path = Path(log_dir) / f"server-static-{kind}.log"
+        if kind == "nginx":
+            conf = Path(log_dir) / "nginx.conf"
+            # master_process off: the one process that serves is the one measured (CPU, syscalls).
+            conf.write_text(f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {log_dir}/nginx.pid;
+error_log {self.log_path} warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    types {{ application/octet-stream bin; }}
+    client_body_temp_path {log_dir}/nginx-body;
+    proxy_temp_path {log_dir}/nginx-proxy;
+    fastcgi_temp_path {log_dir}/nginx-fastcgi;
+    uwsgi_temp_path {log_dir}/nginx-uwsgi;
+    scgi_temp_path {log_dir}/nginx-scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+""")
+            self.cmd = ["taskset", "-c", SERVER_CPU, shutil.which("nginx") or "nginx", "-c", str(conf), "-p", log_dir]
+        else:
+            self.cmd = ["taskset", "-c", SERVER_CPU, "dotnet", str(dll), "--transport", kind, "--root", root,
+                        "--urls", f"http://127.0.0.1:{port}"]
+        self.proc = None
+
+    def start(self):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                raise BenchError(f"port {self.port} is already in use by another process")
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        pidfile = os.environ.get("BENCH_SERVER_PIDFILE")
+        if pidfile:
+            Path(pidfile).write_text(str(self.proc.pid))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.kind} exited with code {self.proc.returncode} during startup: "
+                                 f"{shlex.join(self.cmd)}\n{Server.log_tail(self)}")
+            try:
+                fetch(self.port, "/" + STATIC_FILES[0][0], {})
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.kind} did not answer on port {self.port} within {START_TIMEOUT_S} s\n"
+                                     + Server.log_tail(self))
+                time.sleep(0.2)
+        if self.kind != "nginx":
+            rings = sum(1 for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir() if _readlink(fd) == "anon_inode:[io_uring]")
+            if (self.kind == "iouring") != (rings > 0):
+                raise BenchError(f"{self.kind}: the server has {rings} io_uring instance(s); wrong transport\n"
+                                 + Server.log_tail(self))
+
+    def stop(self):
+        Server.stop(self)
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def make_static_files(root):
+    """Pseudo-random files (a wrong offset shows), aged past the sender's 2 s cache rule; returns their SHA-256."""
+    import hashlib
+    digests = {}
+    for name, size in STATIC_FILES:
+        h = hashlib.sha256()
+        with open(Path(root) / name, "wb") as f:
+            block = os.urandom(1024 * 1024)
+            left = size
+            while left > 0:
+                chunk = block[:min(left, len(block))]
+                f.write(chunk)
+                h.update(chunk)
+                left -= len(chunk)
+        digests[name] = h.hexdigest()
+    time.sleep(2.5)
+    return digests
+
+
+def validate_static(server, digests):
+    import hashlib
+    for name, _ in STATIC_FILES:
+        for attempt in range(2):  # the second one may come from a cache
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                conn.request("GET", "/" + name)
+                r = conn.getresponse()
+                body = r.read()
+                conn.close()
+            except OSError as e:
+                raise BenchError(f"{server.kind}: GET /{name} failed: {e}") from e
+            if r.status != 200 or hashlib.sha256(body).hexdigest() != digests[name]:
+                raise BenchError(f"{server.kind}: GET /{name} returned {r.status} with {len(body)} bytes "
+                                 "that are not the file; refusing to benchmark it")
+
+
+def build_static_sample():
+    log("building samples/StaticFiles (Release) ...")
+    run_text(["dotnet", "build", "-c", "Release", "-nologo", "-v", "quiet", str(STATIC_SAMPLE)], timeout=1200)
+    dll = Path(run_text(["dotnet", "msbuild", str(STATIC_SAMPLE), "-nologo", "-getProperty:TargetPath",
+                         "-p:Configuration=Release"], timeout=300))
+    if not dll.is_file():
+        raise BenchError(f"build succeeded but {dll} does not exist")
+    return dll
+
+
+def run_static(args, gen, count_syscalls, notes):
+    if not ensure_tool("nginx", "nginx"):
+        raise BenchError("nginx is missing and could not be installed (apt-get install nginx)")
+    dll = args.server_dll.resolve() if args.server_dll else build_static_sample()
+    env = environment(args, dll)
+    env["nginx"] = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    work = tempfile.mkdtemp(prefix="bench-static-")
+    root = os.path.join(work, "www")
+    os.mkdir(root)
+    log(f"generating {len(STATIC_FILES)} files in {root} ...")
+    digests = make_static_files(root)
+    connections = PROFILES["static"][1][0]
+    runs, summaries = [], {}
+    servers = [s for s in STATIC_SERVERS if s in args.static_servers]
+    try:
+        for kind in servers:
+            server = StaticServer(kind, dll, root, args.port or free_port(), work)
+            try:
+                log(f"starting {kind}: {shlex.join(server.cmd)}")
+                server.start()
+                validate_static(server, digests)
+                for name, size in STATIC_FILES:
+                    profile = f"static:{name}"
+                    PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
+                    prefix = f"{kind} / {name} ({connections} conns)"
+                    if args.warmup:
+                        log(f"{prefix} warm-up {args.warmup} s ...")
+                        drive(gen, profile, server.port, connections, args.warmup)
+                    these = []
+                    for i in range(1, args.runs + 1):
+                        log(f"{prefix} run {i}/{args.runs} ...", end=" ")
+                        r = measure(server, gen, profile, connections, args.duration, count_syscalls)
+                        # From the bytes wrk read, not completed requests: a 100 MiB response may not finish in a short run.
+                        r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
+                        log(f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, "
+                            f"{r['errors']} errors")
+                        r.update(config=kind, profile=profile, connections=connections, run=i)
+                        these.append(r)
+                    runs += these
+                    s = summarize(these)
+                    s["mb_s"] = median(these, "mb_s")
+                    summaries[(kind, name)] = s
+            finally:
+                server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    lines = [f"### static: {PROFILES['static'][5]}", "",
+             "| Server | File | req/s | MB/s | server CPU us/req | syscalls/req | p50 ms | p99 ms | errors | server CPU |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, _ in STATIC_FILES:
+        for kind in servers:
+            s = summaries.get((kind, name))
+            if s:
+                lines.append(f"| {kind} | {name} | {fmt(s['rps'], 0)} | {fmt(s['mb_s'], 0)} | {fmt(s['cpu_us_per_req'], 2)} "
+                             f"| {fmt(s['syscalls_per_req'], 2)} | {fmt(s['p50_ms'], 2)} | {fmt(s['p99_ms'], 2)} "
+                             f"| {s['errors']} | {fmt(s['server_cpu_pct'], 0)}% |")
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    for n in notes:
+        print(f"Note: {n}")
+    if args.quick:
+        print("\n--quick: results not written (smoke check only)")
+        return
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    base = Path(args.results_dir) / f"{stamp}-static-{env['commit']}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    body = ["# Static files: io_uring ring file sender vs Sockets vs nginx", "",
+            "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in env.items()] + ["", table]
+    base.with_suffix(".md").write_text("\n".join(body))
+    base.with_suffix(".json").write_text(json.dumps({"environment": env, "runs": runs}, indent=2, default=str))
+    print(f"\nresults: {base}.md (+ .json)")
 
 
 def interrupt(signum, frame):
@@ -549,6 +762,9 @@ def main():
     count_syscalls = not args.no_perf and perf_reason is None
     if "sweep" in args.profiles:
         raise_fd_limit(2 * max(PROFILES["sweep"][1]) + 1024)
+    if args.profiles == ["static"]:
+        run_static(args, gen, count_syscalls, notes)
+        return
 
     dll = args.server_dll.resolve() if args.server_dll else build_sample()
     if not dll.is_file():

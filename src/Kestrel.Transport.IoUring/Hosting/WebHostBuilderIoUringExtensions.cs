@@ -15,7 +15,9 @@ public static class WebHostBuilderIoUringExtensions
     /// <summary>
     /// Serves Kestrel's TCP endpoints with the io_uring transport. Where io_uring is unavailable
     /// (not Linux, too old a kernel, blocked by seccomp or sysctl) one warning is logged and the Sockets
-    /// transport serves instead.
+    /// transport serves instead. Files sent by the application (StaticFiles, MapStaticAssets, Results.File,
+    /// Response.SendFileAsync) are read through the ring unless
+    /// <see cref="IoUringTransportOptions.UseRingFileSender"/> is false.
     /// </summary>
     /// <param name="hostBuilder">The web host builder.</param>
     /// <returns>The web host builder.</returns>
@@ -41,6 +43,11 @@ public static class WebHostBuilderIoUringExtensions
             services.AddSingleton<IConnectionListenerFactory, IoUringTransportFactory>();
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IConfigureOptions<IoUringTransportOptions>, IoUringTransportOptionsSetup>());
             services.Configure(configureOptions);
+
+            // The ring file sender: one per host, its middleware put first by a startup filter.
+            services.TryAddSingleton(static sp => new RingFileSender(sp.GetRequiredService<IOptions<IoUringTransportOptions>>().Value));
+            services.TryAddEnumerable(ServiceDescriptor.Transient<IStartupFilter, RingFileSenderStartupFilter>(static sp =>
+                new RingFileSenderStartupFilter(sp.GetRequiredService<RingFileSender>(), sp.GetRequiredService<IOptions<IoUringTransportOptions>>().Value.UseRingFileSender)));
         });
     }
 }

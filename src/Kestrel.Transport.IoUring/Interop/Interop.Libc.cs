@@ -38,6 +38,40 @@ internal struct sockaddr_storage
     public ushort ss_family;
 }
 
+/// <summary>struct statx_timestamp.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct statx_timestamp
+{
+    public long tv_sec;
+    public uint tv_nsec;
+    public int __reserved;
+}
+
+/// <summary>struct statx (the same on every architecture; the kernel pads it to 256 bytes).</summary>
+[StructLayout(LayoutKind.Sequential, Size = 256)]
+internal struct statx
+{
+    public uint stx_mask;
+    public uint stx_blksize;
+    public ulong stx_attributes;
+    public uint stx_nlink;
+    public uint stx_uid;
+    public uint stx_gid;
+    public ushort stx_mode;
+    public ulong stx_ino;
+    public ulong stx_size;
+    public ulong stx_blocks;
+    public ulong stx_attributes_mask;
+    public statx_timestamp stx_atime;
+    public statx_timestamp stx_btime;
+    public statx_timestamp stx_ctime;
+    public statx_timestamp stx_mtime;
+    public uint stx_rdev_major;
+    public uint stx_rdev_minor;
+    public uint stx_dev_major;
+    public uint stx_dev_minor;
+}
+
 /// <summary>
 /// The libc functions and constants the ring layer needs. Every function sets errno, read it with
 /// <see cref="Marshal.GetLastPInvokeError"/> right after a failing call.
@@ -111,6 +145,18 @@ internal static unsafe partial class Libc
     public const int MSG_DONTWAIT = 0x40;
     public const int MSG_NOSIGNAL = 0x4000;
 
+    // --- <sys/stat.h>, <fcntl.h> ---
+    public const int AT_FDCWD = -100;
+    public const int AT_STATX_SYNC_AS_STAT = 0x0000;
+    public const uint STATX_TYPE = 0x0001;
+    public const uint STATX_MODE = 0x0002;
+    public const uint STATX_MTIME = 0x0040;
+    public const uint STATX_CTIME = 0x0080;
+    public const uint STATX_INO = 0x0100;
+    public const uint STATX_SIZE = 0x0200;
+    public const int S_IFMT = 0xF000;
+    public const int S_IFREG = 0x8000;
+
     [LibraryImport(LibcName, SetLastError = true)]
     public static partial long syscall(long number, nint a1, nint a2, nint a3, nint a4, nint a5, nint a6);
 
@@ -149,4 +195,7 @@ internal static unsafe partial class Libc
 
     [LibraryImport(LibcName, SetLastError = true)]
     public static partial int dup(int fd);
+
+    [LibraryImport(LibcName, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int statx(int dirfd, string pathname, int flags, uint mask, statx* statxbuf);
 }

@@ -84,4 +84,30 @@ public sealed class IoUringTransportOptions
     /// </summary>
     /// <remarks>Defaults to false.</remarks>
     public bool ThrowIfUnavailable { get; set; }
+
+    /// <summary>
+    /// Sends files (StaticFiles, MapStaticAssets, Results.File, Response.SendFileAsync: everything that
+    /// calls <c>IHttpResponseBodyFeature.SendFileAsync</c>) by reading them through the connection's ring
+    /// instead of with blocking reads on the thread pool, and answers small unchanged files from
+    /// memory (see <see cref="FileCacheMaxBytes"/>). UseIoUring installs it as the first middleware of
+    /// the application; it does nothing on connections the Sockets transport serves. Response bytes
+    /// and headers are the same as without it.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool UseRingFileSender { get; set; } = true;
+
+    /// <summary>
+    /// The most bytes of file contents the ring file sender keeps in memory, over all files. A file is
+    /// served from memory only while its size, modification and status-change times, device and inode
+    /// still match (one statx per request), so a changed file is never served stale. 0 turns the cache
+    /// off.
+    /// </summary>
+    /// <remarks>Defaults to 32 MiB. Only used when <see cref="UseRingFileSender"/> is true.</remarks>
+    public long FileCacheMaxBytes { get; set; } = 32 * 1024 * 1024;
+
+    /// <summary>
+    /// The largest file, in bytes, the ring file sender keeps in memory. 0 turns the cache off.
+    /// </summary>
+    /// <remarks>Defaults to 64 KiB.</remarks>
+    public int FileCacheMaxFileSize { get; set; } = 64 * 1024;
 }

@@ -54,6 +54,7 @@ internal static class CAbiProgram
         #include <sys/syscall.h>
         #include <sys/socket.h>
         #include <sys/uio.h>
+        #include <sys/stat.h>
         #include <sys/un.h>
         #include <sys/mman.h>
         #include <sys/eventfd.h>

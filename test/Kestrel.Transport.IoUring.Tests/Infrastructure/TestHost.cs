@@ -33,6 +33,9 @@ public sealed class TestHostOptions
     /// <summary>More endpoint setup (UseHttps, Protocols), applied after the connection-type recorder.</summary>
     public Action<ListenOptions>? ConfigureListen { get; init; }
 
+    /// <summary>More host setup (services, transport options), applied after the transport is chosen.</summary>
+    public Action<WebApplicationBuilder>? ConfigureBuilder { get; init; }
+
     /// <summary>More server setup (limits).</summary>
     public Action<KestrelServerOptions>? ConfigureKestrel { get; init; }
 
@@ -98,6 +101,8 @@ public sealed class TestHost : IAsyncDisposable
             default:
                 throw new ArgumentOutOfRangeException(nameof(transport));
         }
+
+        options.ConfigureBuilder?.Invoke(builder);
 
         // After UseKestrelCore, so this registration wins over Kestrel's pinned block pool.
         builder.Services.AddSingleton<IMemoryPoolFactory<byte>>(Pool);

@@ -12,6 +12,8 @@ internal static class OptionsValidator
         Require(IsPowerOfTwo(options.SubmissionQueueEntries) && options.SubmissionQueueEntries is >= 2 and <= 32768, nameof(options.SubmissionQueueEntries), options.SubmissionQueueEntries, "a power of two from 2 to 32768");
         Require(IsPowerOfTwo(options.CompletionQueueEntries) && options.CompletionQueueEntries >= options.SubmissionQueueEntries && options.CompletionQueueEntries <= 1 << 20, nameof(options.CompletionQueueEntries), options.CompletionQueueEntries, "a power of two, at least SubmissionQueueEntries and at most 1048576");
         Require(IsPowerOfTwo(options.ReceiveBufferCount) && options.ReceiveBufferCount is >= 1 and <= 32768, nameof(options.ReceiveBufferCount), options.ReceiveBufferCount, "a power of two from 1 to 32768");
+        Require(options.FileCacheMaxBytes >= 0, nameof(options.FileCacheMaxBytes), options.FileCacheMaxBytes, "0 (no cache) or positive");
+        Require(options.FileCacheMaxFileSize is >= 0 and <= 64 * 1024 * 1024, nameof(options.FileCacheMaxFileSize), options.FileCacheMaxFileSize, "from 0 (no cache) to 67108864 bytes");
         Require(options.ReceiveBufferSize is >= 256 and <= 1 << 20, nameof(options.ReceiveBufferSize), options.ReceiveBufferSize, "from 256 to 1048576 bytes");
     }
 
