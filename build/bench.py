@@ -6,13 +6,15 @@ pinned to CPU 0, wait until it answers, check its endpoints, then for each profi
 the load generator pinned to CPU 1, measuring over every run the server's CPU time (/proc/PID/stat),
 system calls (perf stat) and context switches (/proc/PID/task/*/status). Prints one markdown table
 per profile (medians over the runs, plus io_uring/Sockets ratios) and writes
-benchmarks/results/YYYY-MM-DD-HHMM-<commit>.md and .json. Documented in benchmarks/README.md.
-Python standard library only.
+benchmarks/results/YYYY-MM-DD-HHMM-<commit>.md and .json, and a chart of req/s and CPU us/req per
+profile as .svg (drawn by hand; `--chart-from FILE.json` redraws it from an earlier run's json without
+running anything). Documented in benchmarks/README.md. Python standard library only.
 """
 import argparse
 import datetime
 import http.client
 import json
+import math
 import os
 import re
 import resource
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "PlatformBenchmarks"
@@ -490,10 +493,179 @@ def write_results(results_dir, env, tables, runs, notes):
           f"- {env['runs']} run(s) of {env['duration_s']} s after a {env['warmup_s']} s warm-up; medians; "
           f"{env['pinning']}"]
     md += [f"- Note: {n}" for n in notes]
-    md += ["", "## Results", "", *tables, "## Raw runs", "", *raw, ""]
+    chart = write_chart(base.with_suffix(".svg"), runs, env)
+    md += ["", "## Results", "", f"![req/s and CPU us/req per configuration]({chart.name})", "",
+           *tables, "## Raw runs", "", *raw, ""]
     base.with_suffix(".md").write_text("\n".join(md))
     base.with_suffix(".json").write_text(json.dumps({"environment": env, "notes": notes, "runs": runs}, indent=1))
     return base.with_suffix(".md")
+
+
+# ---------------------------------------------------------------- chart (hand-written SVG)
+
+# Fill colours per configuration: io_uring blues, Sockets oranges; inline is the lighter shade.
+COLORS = {"iouring": "#1f4e96", "iouring-inline": "#6f9fd8", "sockets": "#c0571b", "sockets-inline": "#f0a35e"}
+CHART_PANELS = [("rps", "requests/s (higher is better)"), ("cpu_us_per_req", "server CPU us/request (lower is better)")]
+PANEL_W, PANEL_H, PANEL_GAP = 470, 250, 40
+MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 16, 34, 40
+
+
+def nice_step(top, ticks=5):
+    """A 1/2/2.5/5 x 10^n step that divides 0..top into about `ticks` intervals."""
+    if top <= 0:
+        return 1.0
+    raw = top / ticks
+    magnitude = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if raw <= m * magnitude:
+            return m * magnitude
+    return 10 * magnitude
+
+
+def short_number(value):
+    """1234567 -> 1.23M, 45600 -> 45.6k, 12.345 -> 12.3: bar labels must stay narrow."""
+    if value is None:
+        return "n/a"
+    a = abs(value)
+    if a >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if a >= 1e4:
+        return f"{value / 1e3:.0f}k"
+    if a >= 1e3:
+        return f"{value / 1e3:.1f}k"
+    if a >= 100:
+        return f"{value:.0f}"
+    if a >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def tick_label(value, step):
+    """Axis labels with only the decimals the step needs: 0, 50k, 1.50M, 2.5, 0.20."""
+    if value == 0:
+        return "0"
+    if step >= 1000:
+        return short_number(value)
+    decimals = max(0, -math.floor(math.log10(step)) + (0 if float(step / 10 ** math.floor(math.log10(step))).is_integer() else 1))
+    return f"{value:.{decimals}f}"
+
+
+def svg_text(x, y, text, size=12, anchor="middle", weight="normal", fill="#222", extra=""):
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
+            f'font-weight="{weight}" fill="{fill}"{extra}>{escape(str(text))}</text>')
+
+
+def chart_panel(x0, y0, title, key, groups, configs, summaries):
+    """One bar chart: a group of bars (one per configuration) for each connection count."""
+    out = [f'<rect x="{x0}" y="{y0}" width="{PANEL_W}" height="{PANEL_H}" fill="#fff" stroke="#ccc"/>',
+           svg_text(x0 + PANEL_W / 2, y0 + 20, title, 13, weight="bold")]
+    values = [summaries.get((cfg, c), {}).get(key) for c in groups for cfg in configs]
+    top = max([v for v in values if v is not None] or [0])
+    step = nice_step(top * 1.08)  # headroom for the value labels above the tallest bar
+    axis_top = step * max(1, math.ceil(top * 1.08 / step))
+    px, py = x0 + MARGIN_L, y0 + MARGIN_T
+    pw, ph = PANEL_W - MARGIN_L - MARGIN_R, PANEL_H - MARGIN_T - MARGIN_B
+    ticks = int(round(axis_top / step))
+    for i in range(ticks + 1):
+        value = i * step
+        y = py + ph - ph * value / axis_top
+        out.append(f'<line x1="{px}" y1="{y:.1f}" x2="{px + pw}" y2="{y:.1f}" stroke="{"#888" if i == 0 else "#e4e4e4"}"/>')
+        out.append(svg_text(px - 6, y + 4, tick_label(value, step), 11, anchor="end", fill="#555"))
+    group_w = pw / max(1, len(groups))
+    bar_w = min(42.0, group_w * 0.8 / max(1, len(configs)))
+    for gi, c in enumerate(groups):
+        gx = px + gi * group_w + (group_w - bar_w * len(configs)) / 2
+        for ci, cfg in enumerate(configs):
+            v = summaries.get((cfg, c), {}).get(key)
+            x = gx + ci * bar_w
+            if v is None:
+                out.append(svg_text(x + bar_w / 2, py + ph - 4, "n/a", 10, fill="#888"))
+                continue
+            h = ph * v / axis_top
+            out.append(f'<rect x="{x + 1:.1f}" y="{py + ph - h:.1f}" width="{bar_w - 2:.1f}" height="{h:.1f}" '
+                       f'fill="{COLORS.get(cfg, "#777")}"><title>{escape(CONFIGS.get(cfg, (cfg,))[0])}, {c} conns: '
+                       f'{v:,.2f}</title></rect>')
+            out.append(svg_text(x + bar_w / 2, py + ph - h - 3, short_number(v), 10 if bar_w >= 30 else 8))
+        out.append(svg_text(px + gi * group_w + group_w / 2, py + ph + 16, f"{c} conns", 11, fill="#333"))
+    return out
+
+
+def render_chart(summaries_by_profile, configs, title):
+    """summaries_by_profile: {profile: {(config, connections): summary}} -> SVG text, one row of panels per profile."""
+    profiles = [p for p in summaries_by_profile if summaries_by_profile[p]]
+    width = 2 * PANEL_W + PANEL_GAP + 40
+    legend_h, row_h = 56, PANEL_H + 44
+    height = legend_h + row_h * len(profiles) + 10
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">',
+           f'<rect width="{width}" height="{height}" fill="#fafafa"/>',
+           svg_text(20, 24, title, 15, anchor="start", weight="bold")]
+    lx = 20
+    for cfg in configs:
+        out.append(f'<rect x="{lx}" y="36" width="14" height="14" fill="{COLORS.get(cfg, "#777")}"/>')
+        label = CONFIGS.get(cfg, (cfg,))[0]
+        out.append(svg_text(lx + 20, 48, label, 12, anchor="start"))
+        lx += 40 + 7.5 * len(label)
+    for i, profile in enumerate(profiles):
+        y = legend_h + i * row_h
+        desc = PROFILES[profile][5] if profile in PROFILES else ""
+        out.append(svg_text(20, y + 24, f"{profile}: {desc}" if desc else profile, 13, anchor="start", weight="bold"))
+        summaries = summaries_by_profile[profile]
+        groups = sorted({c for (_, c) in summaries})
+        used = [cfg for cfg in configs if any(cfg == k[0] for k in summaries)]
+        for j, (key, panel_title) in enumerate(CHART_PANELS):
+            out += chart_panel(20 + j * (PANEL_W + PANEL_GAP), y + 34, panel_title, key, groups, used, summaries)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def summaries_from_runs(runs):
+    """{profile: {(config, connections): summary}} with profiles and configurations in the usual order."""
+    grouped = {}
+    for r in runs:
+        grouped.setdefault(r["profile"], {}).setdefault((r["config"], r["connections"]), []).append(r)
+    order = {p: i for i, p in enumerate(PROFILES)}
+    return {p: {k: summarize(v) for k, v in grouped[p].items()}
+            for p in sorted(grouped, key=lambda p: (order.get(p, len(order)), p))}
+
+
+def configs_in(runs):
+    present = {r["config"] for r in runs}
+    return [c for c in CONFIGS if c in present] + sorted(present - set(CONFIGS))
+
+
+def write_chart(svg_path, runs, env):
+    title = f"Load benchmark {env.get('date', '')} ({env.get('commit', '?')}): medians per configuration"
+    svg_path.write_text(render_chart(summaries_from_runs(runs), configs_in(runs), title))
+    return svg_path
+
+
+def chart_from(json_path):
+    """--chart-from: redraws FILE.svg from FILE.json and makes sure FILE.md (if any) shows it."""
+    try:
+        data = json.loads(Path(json_path).read_text())
+    except (OSError, ValueError) as e:
+        raise BenchError(f"cannot read {json_path}: {e}") from e
+    runs = data.get("runs") or []
+    if not runs:
+        raise BenchError(f"{json_path} has no runs")
+    missing = [k for k in ("config", "profile", "connections", "rps", "cpu_us_per_req", "errors") if k not in runs[0]]
+    if missing:
+        raise BenchError(f"{json_path}: runs lack {', '.join(missing)}; is it a build/bench.py results file?")
+    svg = write_chart(Path(json_path).with_suffix(".svg"), runs, data.get("environment", {}))
+    md = svg.with_suffix(".md")
+    if md.is_file():
+        text = md.read_text()
+        if f"({svg.name})" not in text:
+            md.write_text(add_chart_reference(text, svg.name))
+    return svg
+
+
+def add_chart_reference(md_text, svg_name):
+    ref = f"![req/s and CPU us/req per configuration]({svg_name})"
+    if "## Results\n\n" in md_text:
+        return md_text.replace("## Results\n\n", f"## Results\n\n{ref}\n\n", 1)
+    return md_text.rstrip("\n") + f"\n\n{ref}\n"
 
 
 # ---------------------------------------------------------------- main
@@ -514,6 +686,8 @@ def parse_args():
     p.add_argument("--static-servers", default=",".join(STATIC_SERVERS),
                    help="static profile: comma-separated subset of: " + ", ".join(STATIC_SERVERS))
     p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--chart-from", type=Path, metavar="FILE.json",
+                   help="only redraw FILE.svg from an earlier run's FILE.json (and reference it from FILE.md); runs nothing")
     a = p.parse_args()
     a.runs = a.runs or (1 if a.quick else 3)
     a.duration = a.duration or (3 if a.quick else 10)
@@ -739,6 +913,9 @@ def interrupt(signum, frame):
 
 def main():
     args = parse_args()
+    if args.chart_from:
+        print(f"chart: {chart_from(args.chart_from)}")
+        return
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
 
@@ -808,7 +985,7 @@ def main():
     for n in notes:
         print(f"Note: {n}")
     path = write_results(args.results_dir, env, tables, runs, notes)
-    print(f"\nresults: {path} (+ .json); server logs: {log_dir}")
+    print(f"\nresults: {path} (+ .json, .svg chart); server logs: {log_dir}")
 
 
 if __name__ == "__main__":

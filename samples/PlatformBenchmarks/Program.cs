@@ -1,14 +1,16 @@
 // TechEmpower-style /plaintext and /json over Kestrel, on the io_uring or the Sockets transport.
-//   dotnet run -c Release --project samples/PlatformBenchmarks -- --transport iouring|sockets [--inline] --urls http://127.0.0.1:PORT
+//   dotnet run -c Release --project samples/PlatformBenchmarks -- --transport iouring|sockets [--inline] [--metrics] --urls http://127.0.0.1:PORT
 using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OpenTelemetry.Metrics;
 
 const string Usage = """
-    Usage: PlatformBenchmarks --transport iouring|sockets [--inline] [--require-iouring] [--urls URLS]
+    Usage: PlatformBenchmarks --transport iouring|sockets [--inline] [--require-iouring] [--metrics] [--urls URLS]
       --transport        iouring (default) or sockets
       --inline           turn on UnsafePreferInlineScheduling of the chosen transport
       --require-iouring  with iouring: fail to start instead of falling back to Sockets (ThrowIfUnavailable)
+      --metrics          serve the transport's, Kestrel's and hosting's metrics at GET /metrics (Prometheus text)
       --urls             where to listen (default http://127.0.0.1:5000)
     Serves GET /plaintext and GET /json.
     """;
@@ -16,6 +18,7 @@ const string Usage = """
 string transport = "iouring";
 bool inline = false;
 bool requireIoUring = false;
+bool metrics = false;
 string urls = "http://127.0.0.1:5000";
 for (int i = 0; i < args.Length; i++)
 {
@@ -29,6 +32,9 @@ for (int i = 0; i < args.Length; i++)
             break;
         case "--require-iouring":
             requireIoUring = true;
+            break;
+        case "--metrics":
+            metrics = true;
             break;
         case "--urls" when i + 1 < args.Length:
             urls = args[++i];
@@ -63,7 +69,21 @@ else
 
 builder.WebHost.UseUrls(urls);
 
+if (metrics)
+{
+    // Off by default: the benchmark measures the transport, not the exporter.
+    builder.Services.AddOpenTelemetry().WithMetrics(m => m
+        .AddMeter("Kestrel.Transport.IoUring", "Microsoft.AspNetCore.Server.Kestrel", "Microsoft.AspNetCore.Hosting")
+        .AddPrometheusExporter());
+}
+
 WebApplication app = builder.Build();
+if (metrics)
+{
+    // Middleware, not MapPrometheusScrapingEndpoint: this app has no routing, only one terminal handler.
+    app.UseOpenTelemetryPrometheusScrapingEndpoint();
+}
+
 app.Run(Endpoints.HandleAsync);
 
 try

@@ -37,13 +37,21 @@ public sealed partial class SampleProcess : IAsyncDisposable
     public static SampleProcess Start(string name, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
     {
         string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
+        return StartProcess(dotnet, [DllPath(name), .. arguments], environment);
+    }
+
+    /// <summary>Runs an executable directly, such as a sample published with Native AOT.</summary>
+    public static SampleProcess StartExecutable(string path, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
+        => StartProcess(path, arguments, environment);
+
+    private static SampleProcess StartProcess(string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
+    {
+        var start = new ProcessStartInfo(fileName)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        start.ArgumentList.Add(DllPath(name));
         foreach (string argument in arguments)
         {
             start.ArgumentList.Add(argument);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.IO.Compression;
 using System.Reflection;
 using System.Reflection.PortableExecutable;
@@ -13,6 +12,7 @@ namespace Kestrel.Transport.IoUring.Tests.Packaging;
 /// decided by MSBuild and NuGet at pack time, and only running them proves it. If dotnet cannot be run
 /// the tests fail; they never skip.
 /// </summary>
+[Collection(DotnetCliCollection.Name)]
 public sealed class PackageTests(PackageTests.PackedLibrary package) : IClassFixture<PackageTests.PackedLibrary>
 {
     private const string PackageId = "Kestrel.Transport.IoUring";
@@ -67,10 +67,6 @@ public sealed class PackageTests(PackageTests.PackedLibrary package) : IClassFix
         // A cold build of the library takes about 40 s on two busy cores; normally it is already built.
         private static readonly TimeSpan PackTimeout = TimeSpan.FromMinutes(3);
 
-        // The dotnet CLI that runs the tests exports these to its children; the nested dotnet must find its own.
-        private static readonly string[] InheritedMsBuildVariables =
-            ["MSBuildSDKsPath", "MSBuildExtensionsPath", "MSBUILD_EXE_PATH", "MSBuildLoadMicrosoftTargetsReadOnly"];
-
         private readonly DirectoryInfo _output = Directory.CreateTempSubdirectory("kestrel-iouring-pack-");
         private byte[] _nupkg = [];
 
@@ -95,7 +91,7 @@ public sealed class PackageTests(PackageTests.PackedLibrary package) : IClassFix
                 "pack", project, "-c", configuration, "-o", _output.FullName,
                 "-nologo", "-nodeReuse:false", "-p:UseSharedCompilation=false",
             ];
-            (int exitCode, string output) = await RunDotnetAsync(arguments, RepositoryLayout.Root);
+            (int exitCode, string output) = await DotnetCli.RunAsync(arguments, RepositoryLayout.Root, PackTimeout);
             Assert.True(exitCode == 0, $"dotnet {string.Join(' ', arguments)} exited with {exitCode}:\n{output}");
 
             string nupkgPath = Assert.Single(Directory.GetFiles(_output.FullName, "*.nupkg"));
@@ -132,47 +128,5 @@ public sealed class PackageTests(PackageTests.PackedLibrary package) : IClassFix
         }
 
         private ZipArchive Open() => new(new MemoryStream(_nupkg), ZipArchiveMode.Read);
-
-        private static async Task<(int ExitCode, string Output)> RunDotnetAsync(IEnumerable<string> arguments, string workingDirectory)
-        {
-            // DOTNET_HOST_PATH is the dotnet that runs the tests; otherwise PATH decides.
-            string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
-            var startInfo = new ProcessStartInfo(dotnet)
-            {
-                WorkingDirectory = workingDirectory,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            foreach (string argument in arguments)
-            {
-                startInfo.ArgumentList.Add(argument);
-            }
-
-            foreach (string variable in InheritedMsBuildVariables)
-            {
-                startInfo.Environment.Remove(variable);
-            }
-
-            startInfo.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-            startInfo.Environment["DOTNET_NOLOGO"] = "1";
-            startInfo.Environment["DOTNET_SKIP_FIRST_TIME_EXPERIENCE"] = "1";
-
-            using Process process = Process.Start(startInfo) ?? throw new InvalidOperationException($"Could not start {dotnet}.");
-            Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-            Task<string> stderr = process.StandardError.ReadToEndAsync();
-            using var cts = new CancellationTokenSource(PackTimeout);
-            try
-            {
-                await process.WaitForExitAsync(cts.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                process.Kill(entireProcessTree: true);
-                throw new TimeoutException($"dotnet pack did not finish within {PackTimeout.TotalSeconds} s.");
-            }
-
-            return (process.ExitCode, await stdout + await stderr);
-        }
     }
 }
