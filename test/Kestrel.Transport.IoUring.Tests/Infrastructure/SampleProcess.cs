@@ -34,15 +34,27 @@ public sealed partial class SampleProcess : IAsyncDisposable
         return path;
     }
 
-    public static SampleProcess Start(string name, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
+    /// <summary>The process id, for reading /proc/PID.</summary>
+    public int Id => _process.Id;
+
+    /// <param name="fileDescriptorLimit">When set, runs under `bash -c 'ulimit -n LIMIT; exec dotnet ...'`.</param>
+    public static SampleProcess Start(string name, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null, int? fileDescriptorLimit = null)
     {
         string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        var start = new ProcessStartInfo(dotnet)
+        var start = new ProcessStartInfo(fileDescriptorLimit is null ? dotnet : "bash")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (fileDescriptorLimit is { } limit)
+        {
+            // exec: the server is this process itself, so Id and signals reach it.
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add($"ulimit -n {limit} && exec \"$0\" \"$@\"");
+            start.ArgumentList.Add(dotnet);
+        }
+
         start.ArgumentList.Add(DllPath(name));
         foreach (string argument in arguments)
         {
