@@ -34,24 +34,36 @@ public sealed partial class SampleProcess : IAsyncDisposable
         return path;
     }
 
-    public static SampleProcess Start(string name, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
+    /// <summary>The process id, for reading /proc/PID.</summary>
+    public int Id => _process.Id;
+
+    /// <param name="fileDescriptorLimit">When set, runs under `bash -c 'ulimit -n LIMIT; exec dotnet ...'`.</param>
+    public static SampleProcess Start(string name, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null, int? fileDescriptorLimit = null)
     {
         string dotnet = Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet" ? Environment.ProcessPath! : "dotnet";
-        return StartProcess(dotnet, [DllPath(name), .. arguments], environment);
+        return StartProcess(dotnet, [DllPath(name), .. arguments], environment, fileDescriptorLimit);
     }
 
     /// <summary>Runs an executable directly, such as a sample published with Native AOT.</summary>
     public static SampleProcess StartExecutable(string path, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
-        => StartProcess(path, arguments, environment);
+        => StartProcess(path, arguments, environment, fileDescriptorLimit: null);
 
-    private static SampleProcess StartProcess(string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment)
+    private static SampleProcess StartProcess(string fileName, IEnumerable<string> arguments, IReadOnlyDictionary<string, string>? environment, int? fileDescriptorLimit)
     {
-        var start = new ProcessStartInfo(fileName)
+        var start = new ProcessStartInfo(fileDescriptorLimit is null ? fileName : "bash")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (fileDescriptorLimit is { } limit)
+        {
+            // exec: the server is this process itself, so Id and signals reach it.
+            start.ArgumentList.Add("-c");
+            start.ArgumentList.Add($"ulimit -n {limit} && exec \"$0\" \"$@\"");
+            start.ArgumentList.Add(fileName);
+        }
+
         foreach (string argument in arguments)
         {
             start.ArgumentList.Add(argument);

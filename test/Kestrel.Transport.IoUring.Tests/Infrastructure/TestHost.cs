@@ -45,6 +45,9 @@ public sealed class TestHostOptions
     /// <summary>Applied to whichever transport runs; same default as both transports (64 KiB).</summary>
     public long? MaxWriteBufferSize { get; init; } = 64 * 1024;
 
+    /// <summary>More io_uring transport setup (ring and buffer sizes); ignored by Sockets runs.</summary>
+    public Action<IoUringTransportOptions>? ConfigureIoUring { get; init; }
+
     /// <summary>Records at Warning or above that the test expects; any other such record fails the test.</summary>
     public Func<LogRecord, bool>? ExpectedLog { get; init; }
 
@@ -89,6 +92,7 @@ public sealed class TestHost : IAsyncDisposable
                 {
                     o.MaxReadBufferSize = options.MaxReadBufferSize;
                     o.MaxWriteBufferSize = options.MaxWriteBufferSize;
+                    options.ConfigureIoUring?.Invoke(o);
                 });
                 break;
             case TransportKind.Sockets:
