@@ -70,6 +70,33 @@ public sealed partial class AotPublishTests(ITestOutputHelper output)
         Assert.DoesNotContain("fail:", sample.Output);
     }
 
+    [SkippableFact]
+    public async Task PublishAot_StaticFiles_NoTrimOrAotWarningsAndServesFilesOnIoUring()
+    {
+        using var publish = new TempDirectory("kestrel-iouring-aot-static-");
+        string binary = await PublishAotAsync("StaticFiles", publish.Path);
+        IoUringRequirement.Ensure();
+
+        using var root = new TempDirectory("kestrel-iouring-aot-static-root-");
+        byte[] content = new byte[200_000];
+        new Random(42).NextBytes(content);
+        await File.WriteAllBytesAsync(Path.Combine(root.Path, "file.bin"), content);
+
+        // The ring file sender runs in the native binary too: StaticFileMiddleware -> SendFileAsync -> ring reads.
+        await using SampleProcess sample = SampleProcess.StartExecutable(binary,
+            ["--transport", "iouring", "--root", root.Path, "--urls", "http://127.0.0.1:0"]);
+        Uri baseUri = await sample.WaitForListeningAsync();
+        using (var client = new HttpClient { BaseAddress = baseUri, Timeout = Timeouts.Step })
+        {
+            Assert.Equal(content, await client.GetByteArrayAsync("/file.bin"));
+        }
+
+        Assert.Equal(0, await sample.StopAsync());
+        output.WriteLine(sample.Output);
+        Assert.Contains(IoUringStartedLine, sample.Output);
+        Assert.DoesNotContain("fail:", sample.Output);
+    }
+
     /// <summary>Publishes samples/NAME with PublishAot into <paramref name="directory"/>; returns the native binary's path.</summary>
     private async Task<string> PublishAotAsync(string sample, string directory)
     {
