@@ -53,9 +53,8 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
         _mask = (uint)count - 1;
 
         nuint ringBytes = (nuint)(count * sizeof(io_uring_buf));
-        _entries = (io_uring_buf*)NativeMemory.AlignedAlloc(ringBytes, (nuint)Environment.SystemPageSize);
-        NativeMemory.Clear(_entries, ringBytes);
-        _slab = (byte*)NativeMemory.AlignedAlloc((nuint)count * (nuint)bufferSize, (nuint)Environment.SystemPageSize);
+        _entries = (io_uring_buf*)NativeBuffers.Allocate(ringBytes, (nuint)Environment.SystemPageSize, zero: true);
+        _slab = (byte*)NativeBuffers.Allocate((nuint)count * (nuint)bufferSize, (nuint)Environment.SystemPageSize);
 
         io_uring_buf_reg reg = new() { ring_addr = (ulong)_entries, ring_entries = (uint)count, bgid = groupId };
         int ret = ring.Register(IORING_REGISTER_PBUF_RING, &reg, 1);
@@ -128,8 +127,8 @@ internal sealed unsafe class ProvidedBufferRing : IDisposable
 
     private void FreeMemory()
     {
-        NativeMemory.AlignedFree(_entries);
-        NativeMemory.AlignedFree(_slab);
+        NativeBuffers.Free(_entries, (nuint)(Count * sizeof(io_uring_buf)));
+        NativeBuffers.Free(_slab, (nuint)Count * (nuint)BufferSize);
     }
 
     /// <summary>

@@ -351,7 +351,7 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
                 throw IoUringException.FromLastError("eventfd");
             }
 
-            _wakeBuffer = (ulong*)NativeMemory.Alloc(sizeof(ulong));
+            _wakeBuffer = (ulong*)NativeBuffers.Allocate(sizeof(ulong));
         }
         catch (Exception e)
         {
@@ -688,7 +688,7 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
 
         if (_wakeBuffer != null)
         {
-            NativeMemory.Free(_wakeBuffer);
+            NativeBuffers.Free(_wakeBuffer, sizeof(ulong));
             _wakeBuffer = null;
         }
     }

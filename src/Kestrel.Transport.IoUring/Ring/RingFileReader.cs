@@ -43,7 +43,7 @@ internal sealed unsafe class RingFileReader : IRingOwner
         _file = file;
         _fd = (int)file.DangerousGetHandle();
         BufferSize = bufferSize;
-        _memory = (byte*)NativeMemory.Alloc((nuint)bufferSize * BufferCount);
+        _memory = (byte*)NativeBuffers.Allocate((nuint)bufferSize * BufferCount);
         for (int i = 0; i < BufferCount; i++)
         {
             _slots[i] = new ReadSlot(this, i, inlineContinuations);
@@ -177,7 +177,7 @@ internal sealed unsafe class RingFileReader : IRingOwner
         }
 
         // No read is in flight: the kernel holds no pointer into this memory and no use of the fd.
-        NativeMemory.Free(_memory);
+        NativeBuffers.Free(_memory, (nuint)BufferSize * BufferCount);
         _file.Dispose();
         Interlocked.Decrement(ref s_liveReaders);
     }

@@ -23,6 +23,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private const byte KindRecv = 1;
     private const byte KindSend = 2;
     private const int MaxIovecs = 64;
+    private static readonly nuint GatherBlockSize = (nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec));
     private static readonly bool s_finOnError =
         AppContext.TryGetSwitch("Microsoft.AspNetCore.Server.Kestrel.FinOnError", out bool finOnError) && finOnError;
 
@@ -469,7 +470,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         {
             // One native block per connection for the gathered send: a msghdr and its iovec array,
             // unmovable, freed only when the connection closes (after its last send completed).
-            _msg = (msghdr*)NativeMemory.AllocZeroed((nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec)));
+            _msg = (msghdr*)NativeBuffers.Allocate(GatherBlockSize, zero: true);
             _iovecs = (iovec*)(_msg + 1);
             _pins = new MemoryHandle[MaxIovecs];
         }
@@ -724,7 +725,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
         if (_msg is not null)
         {
-            NativeMemory.Free(_msg);
+            NativeBuffers.Free(_msg, GatherBlockSize);
             _msg = null;
             _iovecs = null;
         }
