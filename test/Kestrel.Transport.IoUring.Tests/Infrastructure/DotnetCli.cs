@@ -19,18 +19,7 @@ internal static class DotnetCli
     {
         // DOTNET_HOST_PATH is the dotnet that runs the tests; otherwise PATH decides.
         string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host) ? host : "dotnet";
-        var startInfo = new ProcessStartInfo(dotnet)
-        {
-            WorkingDirectory = workingDirectory,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (string argument in arguments)
-        {
-            startInfo.ArgumentList.Add(argument);
-        }
-
+        ProcessStartInfo startInfo = ChildProcess.StartInfo(dotnet, arguments, workingDirectory);
         foreach (string variable in InheritedMsBuildVariables)
         {
             startInfo.Environment.Remove(variable);
@@ -40,21 +29,8 @@ internal static class DotnetCli
         startInfo.Environment["DOTNET_NOLOGO"] = "1";
         startInfo.Environment["DOTNET_SKIP_FIRST_TIME_EXPERIENCE"] = "1";
 
-        using Process process = Process.Start(startInfo) ?? throw new InvalidOperationException($"Could not start {dotnet}.");
-        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
-        Task<string> stderr = process.StandardError.ReadToEndAsync();
-        using var cts = new CancellationTokenSource(timeout);
-        try
-        {
-            await process.WaitForExitAsync(cts.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"dotnet {string.Join(' ', startInfo.ArgumentList)} did not finish within {timeout.TotalSeconds} s.");
-        }
-
-        return (process.ExitCode, await stdout + await stderr);
+        (int exitCode, string stdout, string stderr) = await ChildProcess.RunAsync(startInfo, timeout);
+        return (exitCode, stdout + stderr);
     }
 
     /// <summary>Whether <paramref name="command"/> is an executable file in a PATH directory.</summary>
