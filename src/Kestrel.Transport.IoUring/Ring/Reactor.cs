@@ -275,15 +275,6 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
         return sqe;
     }
 
-    /// <summary>Queues an ASYNC_CANCEL for every operation on <paramref name="fd"/>; the targets complete with -ECANCELED.</summary>
-    public void CancelFd(int fd)
-    {
-        io_uring_sqe* sqe = GetSqe();
-        sqe->opcode = IORING_OP_ASYNC_CANCEL;
-        sqe->fd = fd;
-        sqe->cancel_flags = IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL;
-    }
-
     /// <summary>
     /// Queues close(2) of <paramref name="fd"/> in the ring, batched with this turn's submission (a socket
     /// has no flush method, so the kernel closes it inline, not on io-wq). The caller guarantees no

@@ -59,21 +59,6 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public int Count => _reactors.Length;
 
-    /// <summary>Connections open on all reactors.</summary>
-    public long ActiveConnections
-    {
-        get
-        {
-            long total = 0;
-            foreach (ReactorStats stats in _stats)
-            {
-                total += Volatile.Read(ref stats.ActiveConnections);
-            }
-
-            return total;
-        }
-    }
-
     public Reactor this[int index] => _reactors[index];
 
     public void Start()
