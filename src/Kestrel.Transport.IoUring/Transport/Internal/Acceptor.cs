@@ -71,6 +71,7 @@ internal sealed unsafe class Acceptor : IRingOwner
         }
 
         _slot = _reactor.Register(this);
+        _listener.Reactors.AcceptGate.Add(this);
         Arm();
     }
 
@@ -188,7 +189,13 @@ internal sealed unsafe class Acceptor : IRingOwner
                 return;
             case Libc.EMFILE or Libc.ENFILE or Libc.ENOMEM or Libc.ENOBUFS:
                 // Out of descriptors or memory: the connection stays in the backlog. Retrying at once
-                // would spin, so back off (doubling up to 1 s) while existing connections go on.
+                // would spin, so back off (doubling up to 1 s) while existing connections go on, and
+                // give the rest of the process the reserved descriptors at once (see DescriptorReserve).
+                if (errno is Libc.EMFILE or Libc.ENFILE)
+                {
+                    _listener.Reactors.AcceptGate.OnExhausted(this);
+                }
+
                 long now = Stopwatch.GetTimestamp();
                 if (now - _lastBackoffLog >= s_logInterval)
                 {
@@ -202,16 +209,40 @@ internal sealed unsafe class Acceptor : IRingOwner
                     _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindAccept));
                 }
 
-                _backoffPending = true;
-                TimeSpan delay = _backoff;
-                _backoff = TimeSpan.FromTicks(Math.Min(_backoff.Ticks * 2, s_maxBackoff.Ticks));
-                _reactor.AddTimer(delay, static state => ((Acceptor)state!).OnBackoffElapsed(), this);
+                BackOff();
                 return;
             default:
                 // ECONNABORTED, EPROTO, EPERM (firewall), ENETDOWN...: one connection's problem.
                 IoUringLog.AcceptRetry(_listener.Logger, _listener.EndPoint.ToString() ?? "?", ErrnoText.Name(errno));
                 return;
         }
+    }
+
+    /// <summary>Another acceptor ran out of descriptors: stop accepting here too, and back off.</summary>
+    public void BackOffFromAnyThread() => _reactor.Schedule(static state =>
+    {
+        var acceptor = (Acceptor)state!;
+        if (acceptor._backoffPending || acceptor._stopping || acceptor._finished || acceptor._reactor.IsStopping)
+        {
+            return;
+        }
+
+        if (acceptor._armed)
+        {
+            // Its final completion (ECANCELED, or an accept that raced the cancel) finds the backoff
+            // pending and does not re-arm; the backoff timer does.
+            acceptor._reactor.CancelUserData(acceptor._reactor.UserDataFor(acceptor._slot, KindAccept));
+        }
+
+        acceptor.BackOff();
+    }, this);
+
+    private void BackOff()
+    {
+        _backoffPending = true;
+        TimeSpan delay = _backoff;
+        _backoff = TimeSpan.FromTicks(Math.Min(_backoff.Ticks * 2, s_maxBackoff.Ticks));
+        _reactor.AddTimer(delay, static state => ((Acceptor)state!).OnBackoffElapsed(), this);
     }
 
     private void OnBackoffElapsed()
@@ -225,6 +256,11 @@ internal sealed unsafe class Acceptor : IRingOwner
         if (_stopping || _reactor.IsStopping)
         {
             Finish();
+        }
+        else if (!_listener.Reactors.AcceptGate.TryResume())
+        {
+            // Fewer free descriptors than the reserve: accepting now would take the process's last ones.
+            BackOff();
         }
         else
         {
@@ -269,6 +305,7 @@ internal sealed unsafe class Acceptor : IRingOwner
         }
 
         _finished = true;
+        _listener.Reactors.AcceptGate.Remove(this);
         if (_slot != 0)
         {
             _reactor.Unregister(_slot);

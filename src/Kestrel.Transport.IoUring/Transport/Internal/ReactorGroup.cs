@@ -52,6 +52,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public IoUringTransportOptions Options { get; }
 
+    /// <summary>Descriptors accepting may not take, and the rule that all acceptors back off together.</summary>
+    public AcceptGate AcceptGate { get; } = new();
+
     public ILogger Logger { get; }
 
     /// <summary>Where application continuations run: inline on the reactor, or the thread pool.</summary>
@@ -85,6 +88,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
                     _reactors[j].StopAsync().GetAwaiter().GetResult();
                 }
 
+                AcceptGate.Dispose();
                 throw;
             }
         }
@@ -128,6 +132,8 @@ internal sealed class ReactorGroup : IAsyncDisposable
         {
             await reactor.StopAsync().ConfigureAwait(false);
         }
+
+        AcceptGate.Dispose();
 
         foreach (MemoryPool<byte>? pool in _pools)
         {
