@@ -6,11 +6,13 @@ using System.Text.Json.Serialization;
 using OpenTelemetry.Metrics;
 
 const string Usage = """
-    Usage: PlatformBenchmarks --transport iouring|sockets [--inline] [--require-iouring] [--metrics] [--urls URLS]
+    Usage: PlatformBenchmarks --transport iouring|sockets [--inline] [--require-iouring] [--metrics] [--alloc-stats] [--urls URLS]
       --transport        iouring (default) or sockets
       --inline           turn on UnsafePreferInlineScheduling of the chosen transport
       --require-iouring  with iouring: fail to start instead of falling back to Sockets (ThrowIfUnavailable)
       --metrics          serve the transport's, Kestrel's and hosting's metrics at GET /metrics (Prometheus text)
+      --alloc-stats      serve GET /_alloc: bytes allocated by the process so far (GC.GetTotalAllocatedBytes),
+                         for measuring allocations per request (build/allocations.py)
       --urls             where to listen (default http://127.0.0.1:5000)
     Serves GET /plaintext and GET /json.
     """;
@@ -19,6 +21,7 @@ string transport = "iouring";
 bool inline = false;
 bool requireIoUring = false;
 bool metrics = false;
+bool allocStats = false;
 string urls = "http://127.0.0.1:5000";
 for (int i = 0; i < args.Length; i++)
 {
@@ -35,6 +38,9 @@ for (int i = 0; i < args.Length; i++)
             break;
         case "--metrics":
             metrics = true;
+            break;
+        case "--alloc-stats":
+            allocStats = true;
             break;
         case "--urls" when i + 1 < args.Length:
             urls = args[++i];
@@ -84,6 +90,17 @@ if (metrics)
     app.UseOpenTelemetryPrometheusScrapingEndpoint();
 }
 
+AllocationSampler? sampler = allocStats ? new AllocationSampler() : null;
+if (sampler is not null)
+{
+    app.Use((context, next) => context.Request.Path.Value switch
+    {
+        "/_alloc" => context.Response.WriteAsync(GC.GetTotalAllocatedBytes(precise: true).ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        "/_alloc/types" => context.Response.WriteAsync(sampler.Report()),
+        _ => next(context),
+    });
+}
+
 app.Run(Endpoints.HandleAsync);
 
 try
@@ -126,6 +143,48 @@ internal static class Endpoints
             default:
                 response.StatusCode = StatusCodes.Status404NotFound;
                 return Task.CompletedTask;
+        }
+    }
+}
+
+/// <summary>
+/// The runtime's allocation sampling (GCAllocationTick: one event per ~100 KB allocated, naming the type
+/// that crossed the mark), tallied by type: where the bytes per request come from, without a profiler.
+/// </summary>
+internal sealed class AllocationSampler : System.Diagnostics.Tracing.EventListener
+{
+    private readonly Dictionary<string, long> _ticks = [];
+    private readonly Lock _lock = new();
+
+    protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+    {
+        if (source.Name == "Microsoft-Windows-DotNETRuntime")
+        {
+            EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1); // GC keyword
+        }
+    }
+
+    protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+    {
+        if (e.EventName is not null && e.EventName.StartsWith("GCAllocationTick", StringComparison.Ordinal) && e.Payload is { } payload)
+        {
+            int index = e.PayloadNames!.IndexOf("TypeName");
+            string type = index >= 0 ? payload[index] as string ?? "?" : "?";
+            lock (_lock)
+            {
+                _ticks[type] = _ticks.GetValueOrDefault(type) + 1;
+            }
+        }
+    }
+
+    /// <summary>Ticks per type since start (each tick stands for about 100 KB), most first; then resets.</summary>
+    public string Report()
+    {
+        lock (_lock)
+        {
+            string report = string.Join("\n", _ticks.OrderByDescending(p => p.Value).Select(p => $"{p.Value}\t{p.Key}"));
+            _ticks.Clear();
+            return report;
         }
     }
 }

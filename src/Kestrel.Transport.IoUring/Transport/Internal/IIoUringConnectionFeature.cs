@@ -14,4 +14,10 @@ internal interface IIoUringConnectionFeature
 
     /// <summary>Where application continuations of this connection run (thread pool, or inline on the reactor).</summary>
     System.IO.Pipelines.PipeScheduler ApplicationScheduler { get; }
+
+    /// <summary>
+    /// The file sender's wrapper of the last request's response body feature: Kestrel reuses one body
+    /// feature per HTTP/1.1 connection, so the wrapper is made once per connection, not per request.
+    /// </summary>
+    object? ResponseBodyFeatureCache { get; set; }
 }

@@ -116,6 +116,8 @@ internal sealed partial class IoUringConnection :
 
     PipeScheduler IIoUringConnectionFeature.ApplicationScheduler => _group.AppScheduler;
 
+    object? IIoUringConnectionFeature.ResponseBodyFeatureCache { get; set; }
+
     IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator()
     {
         List<KeyValuePair<Type, object?>>? extras = _extraFeatures;

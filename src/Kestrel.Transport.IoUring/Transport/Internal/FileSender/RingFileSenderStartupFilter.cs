@@ -29,8 +29,17 @@ internal sealed class RingFileSenderStartupFilter(RingFileSender sender, bool en
         IHttpResponseBodyFeature? body = connection is null ? null : context.Features.Get<IHttpResponseBodyFeature>();
         if (body is not null)
         {
-            // No restore needed: Kestrel resets its request-level features for the next request.
-            context.Features.Set<IHttpResponseBodyFeature>(new RingResponseBodyFeature(body, connection!, sender));
+            // One wrapper per connection while Kestrel keeps handing out the same feature (HTTP/1.1):
+            // no allocation per request. It holds no request state, so HTTP/2 streams sharing or
+            // replacing the cached one are safe. No restore needed: Kestrel resets its request-level
+            // features for the next request.
+            if (connection!.ResponseBodyFeatureCache is not RingResponseBodyFeature wrapper || !ReferenceEquals(wrapper.Inner, body))
+            {
+                wrapper = new RingResponseBodyFeature(body, connection, sender);
+                connection.ResponseBodyFeatureCache = wrapper;
+            }
+
+            context.Features.Set<IHttpResponseBodyFeature>(wrapper);
         }
 
         return next(context);

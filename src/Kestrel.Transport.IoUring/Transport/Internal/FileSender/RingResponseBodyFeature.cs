@@ -9,6 +9,9 @@ namespace Kestrel.Transport.IoUring.Transport.Internal;
 /// </summary>
 internal sealed class RingResponseBodyFeature(IHttpResponseBodyFeature inner, IIoUringConnectionFeature connection, RingFileSender sender) : IHttpResponseBodyFeature
 {
+    /// <summary>Kestrel's feature this one forwards to.</summary>
+    public IHttpResponseBodyFeature Inner => inner;
+
     public Stream Stream => inner.Stream;
 
     public PipeWriter Writer => inner.Writer;

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Managed bytes allocated per request, io_uring vs Sockets, default and inline scheduling.
+
+For each configuration: start samples/PlatformBenchmarks with --alloc-stats pinned to CPU 0, warm up
+with wrk (CPU 1), read GC.GetTotalAllocatedBytes(precise) from GET /_alloc, drive the profile for the
+measured duration, read it again; bytes/request = delta / requests (the two /_alloc requests are noise
+next to hundreds of thousands of requests). Medians of --runs runs. Writes
+benchmarks/results/YYYY-MM-DD-HHMM-allocations-<commit>.md. Uses build/bench.py's server and wrk code.
+
+  python3 build/allocations.py [--profiles plaintext,json,close] [--runs 3] [--duration 5] [--warmup 3]
+"""
+import argparse
+import datetime
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
+
+def allocated(port):
+    status, _, body = bench.fetch(port, "/_alloc", {})
+    if status != 200:
+        raise bench.BenchError(f"GET /_alloc answered {status}: the server was not started with --alloc-stats")
+    return int(body)
+
+
+def main():
+    p = argparse.ArgumentParser(prog="build/allocations.py", description=__doc__.split("\n")[0])
+    p.add_argument("--profiles", default="plaintext,json,close")
+    p.add_argument("--configs", default=",".join(bench.CONFIGS))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--results-dir", type=Path, default=bench.ROOT / "benchmarks" / "results")
+    args = p.parse_args()
+    profiles, configs = args.profiles.split(","), args.configs.split(",")
+    dll = bench.build_sample()
+    log_dir = tempfile.mkdtemp(prefix="alloc-")
+    rows = {}
+    for config in configs:
+        server = bench.Server(dll, config, bench.free_port(), log_dir)
+        server.cmd[server.cmd.index("--urls"):server.cmd.index("--urls")] = ["--alloc-stats"]
+        server.start()
+        try:
+            for profile in profiles:
+                connections = bench.PROFILES[profile][1][0]
+                bench.drive("wrk", profile, server.port, connections, args.warmup)
+                values = []
+                for i in range(args.runs):
+                    before = allocated(server.port)
+                    r = bench.drive("wrk", profile, server.port, connections, args.duration)
+                    after = allocated(server.port)
+                    values.append((after - before) / r["requests"])
+                    bench.log(f"{bench.CONFIGS[config][0]:16} {profile:10} run {i + 1}: {values[-1]:8.1f} B/request "
+                              f"({r['requests']:,} requests)")
+                rows[(config, profile)] = statistics.median(values)
+        finally:
+            server.stop()
+
+    lines = ["| profile | " + " | ".join(bench.CONFIGS[c][0] for c in configs) + " |",
+             "|---|" + "---:|" * len(configs)]
+    for profile in profiles:
+        lines.append(f"| {profile} | " + " | ".join(f"{rows[(c, profile)]:,.0f}" for c in configs) + " |")
+    table = "\n".join(lines)
+    print("\nManaged bytes allocated per request (median of runs):\n" + table)
+    commit = bench.run_text(["git", "rev-parse", "--short", "HEAD"], check=False) or "nogit"
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    out = args.results_dir / f"{stamp}-allocations-{commit}.md"
+    out.write_text(f"""# Managed allocations per request
+
+- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}, commit {commit}
+- Command: `python3 build/allocations.py {' '.join(sys.argv[1:])}`
+- Server: samples/PlatformBenchmarks --alloc-stats, taskset -c {bench.SERVER_CPU}; wrk taskset -c {bench.CLIENT_CPU};
+  {args.warmup} s warm-up, then {args.runs} runs of {args.duration} s per profile; bytes = delta of
+  GC.GetTotalAllocatedBytes(precise: true) over a run / requests in that run; median of the runs.
+- Everything the process allocates counts: Kestrel, the transport, the application, the runtime.
+
+Managed bytes allocated per request:
+
+{table}
+""")
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except bench.BenchError as e:
+        bench.log(f"allocations: error: {e}")
+        sys.exit(1)
