@@ -43,6 +43,24 @@ CONFIGS = {
     "sockets": ("Sockets default", ["--transport", "sockets"]),
     "sockets-inline": ("Sockets inline", ["--transport", "sockets", "--inline"]),
 }
+DEFAULT_CONFIGS = list(CONFIGS)
+
+# The io_uring default with one kernel feature turned off through configuration (run with --configs):
+# name -> (label, server arguments, text the transport's startup line must contain).
+_IOURING_OPTION = "--Kestrel:Transport:IoUring:"
+FEATURE_CONFIGS = {
+    "iouring-no-maccept": ("io_uring, multishot accept off", [f"{_IOURING_OPTION}UseMultishotAccept=false"], "single-shot accept"),
+    "iouring-no-mrecv": ("io_uring, multishot recv off", [f"{_IOURING_OPTION}UseMultishotReceive=false"], "single-shot recv over"),
+    "iouring-no-pbuf": ("io_uring, provided buffers off", [f"{_IOURING_OPTION}UseProvidedBuffers=false"], "single-shot recv into the input pipe"),
+    "iouring-no-defer": ("io_uring, DEFER_TASKRUN off", [f"{_IOURING_OPTION}UseDeferTaskRun=false"], "COOP_TASKRUN"),
+    "iouring-no-regfd": ("io_uring, registered ring fd off", [f"{_IOURING_OPTION}UseRegisteredRingFd=false"], "unregistered ring fd"),
+}
+for _name, (_label, _args, _) in FEATURE_CONFIGS.items():
+    CONFIGS[_name] = (_label, ["--transport", "iouring", *_args])
+# The io_uring default logs every feature on.
+EXPECTED_FEATURES = {"iouring": "DEFER_TASKRUN, SUBMIT_ALL, NO_SQARRAY, registered ring fd, multishot accept, multishot recv over"}
+EXPECTED_FEATURES.update({name: cfg[2] for name, cfg in FEATURE_CONFIGS.items()})
+
 # (row label, io_uring config, its Sockets counterpart)
 PAIRS = [("default", "iouring", "sockets"), ("inline", "iouring-inline", "sockets-inline")]
 
@@ -211,6 +229,23 @@ class Server:
                                      + self.log_tail())
                 time.sleep(0.2)
         self.check_transport()
+        self.check_features()
+
+    def check_features(self):
+        """A feature configuration whose option was not applied would measure the default twice."""
+        expected = EXPECTED_FEATURES.get(self.config)
+        if not expected:
+            return
+        deadline = time.monotonic() + 10
+        while True:
+            text = self.log_path.read_text(errors="replace")
+            started = [line for line in text.splitlines() if "serving with the io_uring transport" in line]
+            if started and expected in started[0]:
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{CONFIGS[self.config][0]}: the transport's startup line does not say "
+                                 f"'{expected}'\n{self.log_tail()}")
+            time.sleep(0.2)
 
     def check_transport(self):
         """An io_uring run that silently fell back to Sockets would compare Sockets with itself."""
@@ -467,6 +502,19 @@ def profile_tables(profile, summaries, configs):
     if ratio_rows:
         lines += ["", "| io_uring / Sockets | Conns | req/s | CPU us/req | syscalls/req |",
                   "| --- | ---: | ---: | ---: | ---: |"] + ratio_rows
+    feature_rows = []
+    for c in PROFILES[profile][1]:
+        base = summaries.get(("iouring", c))
+        for name in FEATURE_CONFIGS:
+            a = summaries.get((name, c))
+            if a and base:
+                feature_rows.append(f"| {FEATURE_CONFIGS[name][0]} | {c} | {ratio(a['rps'], base['rps'])} "
+                                    f"| {ratio(a['cpu_us_per_req'], base['cpu_us_per_req'])} "
+                                    f"| {ratio(a['syscalls_per_req'], base['syscalls_per_req'])} "
+                                    f"| {ratio(a['p99_ms'], base['p99_ms'])} |")
+    if feature_rows:
+        lines += ["", "| Feature off / io_uring default (all on) | Conns | req/s | CPU us/req | syscalls/req | p99 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"] + feature_rows
     return "\n".join(lines) + "\n"
 
 
@@ -504,7 +552,9 @@ def write_results(results_dir, env, tables, runs, notes):
 # ---------------------------------------------------------------- chart (hand-written SVG)
 
 # Fill colours per configuration: io_uring blues, Sockets oranges; inline is the lighter shade.
-COLORS = {"iouring": "#1f4e96", "iouring-inline": "#6f9fd8", "sockets": "#c0571b", "sockets-inline": "#f0a35e"}
+COLORS = {"iouring": "#1f4e96", "iouring-inline": "#6f9fd8", "sockets": "#c0571b", "sockets-inline": "#f0a35e",
+          "iouring-no-maccept": "#2a9d8f", "iouring-no-mrecv": "#8ab17d", "iouring-no-pbuf": "#e9c46a",
+          "iouring-no-defer": "#9b5de5", "iouring-no-regfd": "#577590"}
 CHART_PANELS = [("rps", "requests/s (higher is better)"), ("cpu_us_per_req", "server CPU us/request (lower is better)")]
 PANEL_W, PANEL_H, PANEL_GAP = 470, 250, 40
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 64, 16, 34, 40
@@ -674,7 +724,7 @@ def parse_args():
     p = argparse.ArgumentParser(prog="build/bench.sh", description=__doc__.split("\n")[0])
     p.add_argument("--profiles", default="plaintext,pipelined,json,close,sweep",
                    help="comma-separated subset of: " + ", ".join(PROFILES))
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
     p.add_argument("--runs", type=int, help="measured runs per profile (default 3; --quick: 1)")
     p.add_argument("--duration", type=int, help="seconds per measured run (default 10; --quick: 3)")
     p.add_argument("--warmup", type=int, help="warm-up seconds before each measurement (default 5; --quick: 2)")

@@ -1,5 +1,6 @@
 // TechEmpower-style /plaintext and /json over Kestrel, on the io_uring or the Sockets transport.
 //   dotnet run -c Release --project samples/PlatformBenchmarks -- --transport iouring|sockets [--inline] [--metrics] --urls http://127.0.0.1:PORT
+//     [--Kestrel:Transport:IoUring:OPTION=VALUE ...]
 using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -14,6 +15,7 @@ const string Usage = """
       --alloc-stats      serve GET /_alloc: bytes allocated by the process so far (GC.GetTotalAllocatedBytes),
                          for measuring allocations per request (build/allocations.py)
       --urls             where to listen (default http://127.0.0.1:5000)
+      --Kestrel:KEY=VALUE  configuration, e.g. --Kestrel:Transport:IoUring:UseMultishotAccept=false
     Serves GET /plaintext and GET /json.
     """;
 
@@ -23,6 +25,7 @@ bool requireIoUring = false;
 bool metrics = false;
 bool allocStats = false;
 string urls = "http://127.0.0.1:5000";
+List<string> configurationArgs = [];
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -45,6 +48,9 @@ for (int i = 0; i < args.Length; i++)
         case "--urls" when i + 1 < args.Length:
             urls = args[++i];
             break;
+        case string option when option.StartsWith("--Kestrel:", StringComparison.Ordinal) && option.Contains('='):
+            configurationArgs.Add(option);
+            break;
         default:
             Console.Error.WriteLine($"Unknown or incomplete argument '{args[i]}'.");
             Console.Error.WriteLine(Usage);
@@ -53,6 +59,9 @@ for (int i = 0; i < args.Length; i++)
 }
 
 WebApplicationBuilder builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+
+// Only the Kestrel section comes from the command line (the transport binds Kestrel:Transport:IoUring).
+builder.Configuration.AddCommandLine([.. configurationArgs]);
 
 // Warning by default so console logging does not slow the benchmark; the startup lines (addresses,
 // which transport serves) stay visible.

@@ -27,12 +27,20 @@ internal sealed class RingOptions
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
         IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_NO_SQARRAY;
 
+    /// <summary>
+    /// The flags without SINGLE_ISSUER and DEFER_TASKRUN: completion work is run cooperatively
+    /// (COOP_TASKRUN, no inter-processor interrupt) at the owner thread's next kernel entry or exit.
+    /// </summary>
+    public const uint CoopTaskRunFlags =
+        (DefaultFlags & ~(IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)) | IORING_SETUP_COOP_TASKRUN;
+
     /// <summary>The order in which optional flags are given up when the kernel refuses a set.</summary>
     internal static readonly uint[] DegradationOrder =
     [
         IORING_SETUP_NO_SQARRAY,
         IORING_SETUP_DEFER_TASKRUN,
         IORING_SETUP_SINGLE_ISSUER,
+        IORING_SETUP_COOP_TASKRUN,
         IORING_SETUP_SUBMIT_ALL,
     ];
 }

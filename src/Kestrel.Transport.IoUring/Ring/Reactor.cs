@@ -107,6 +107,9 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
     /// <summary>Setup flags the ring was created with (after degradation).</summary>
     public uint RingSetupFlags { get; private set; }
 
+    /// <summary>True when the ring's fd is registered (io_uring_enter goes through the registered index).</summary>
+    public bool RingFdRegistered { get; private set; }
+
     /// <summary>Receives exceptions thrown by work items, which the reactor survives.</summary>
     public Action<Exception>? UnhandledException { get; set; }
 
@@ -331,6 +334,7 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
             // SINGLE_ISSUER binds the ring to the thread that creates it: create it here.
             _ring = new IoUringRing(_options.Ring);
             RingSetupFlags = _ring.SetupFlags;
+            RingFdRegistered = _ring.RingFdRegistered;
             if (_options.ReceiveBufferCount > 0)
             {
                 _buffers = new ProvidedBufferRing(_ring, 0, _options.ReceiveBufferCount, _options.ReceiveBufferSize);

@@ -41,6 +41,18 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         _metrics = new IoUringMetrics(services.GetService(typeof(IMeterFactory)) as IMeterFactory);
     }
 
+    /// <summary>The running reactors (null before the first bind and after disposal); for tests.</summary>
+    internal ReactorGroup? Reactors
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _reactors;
+            }
+        }
+    }
+
     /// <summary>True when this factory serves its endpoints with io_uring (false after a fallback to Sockets).</summary>
     public bool IsUsingIoUring => !_options.ForceSockets && IoUringProbe.Current.IsSupported;
 

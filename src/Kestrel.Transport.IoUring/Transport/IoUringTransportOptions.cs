@@ -73,6 +73,48 @@ public sealed class IoUringTransportOptions
     public int ReceiveBufferSize { get; set; } = 4096;
 
     /// <summary>
+    /// Accepts connections with one multishot accept per listen socket, which stays armed across
+    /// connections. Set to false for single-shot accepts: several stay in flight per listen socket, each
+    /// re-armed after its completion and each given its own address buffer, so the kernel reports the
+    /// peer's address with the connection and no getpeername call is needed.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool UseMultishotAccept { get; set; } = true;
+
+    /// <summary>
+    /// Receives with one multishot receive per connection, which stays armed while data arrives. Set to
+    /// false for a single-shot receive re-armed after each completion. Only used when
+    /// <see cref="UseProvidedBuffers"/> is true (a multishot receive needs provided buffers).
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool UseMultishotReceive { get; set; } = true;
+
+    /// <summary>
+    /// Receives into a ring of buffers each reactor provides to the kernel (see
+    /// <see cref="ReceiveBufferCount"/> and <see cref="ReceiveBufferSize"/>), so idle connections hold no
+    /// receive memory. Set to false to receive with a single-shot receive directly into the connection's
+    /// input pipe memory: one copy less, but every connection then holds a pinned pool block while it
+    /// waits for data, and <see cref="UseMultishotReceive"/> has no effect.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool UseProvidedBuffers { get; set; } = true;
+
+    /// <summary>
+    /// Creates each ring with IORING_SETUP_SINGLE_ISSUER and IORING_SETUP_DEFER_TASKRUN where the kernel
+    /// accepts them: completion work runs only when the reactor enters the kernel, never interrupting it.
+    /// Set to false for a ring with IORING_SETUP_COOP_TASKRUN instead.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool UseDeferTaskRun { get; set; } = true;
+
+    /// <summary>
+    /// Registers each ring's file descriptor with the ring (IORING_REGISTER_RING_FDS) where the kernel
+    /// allows it, so io_uring_enter skips the file table lookup. Set to false to enter with the plain fd.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool UseRegisteredRingFd { get; set; } = true;
+
+    /// <summary>
     /// Serve every endpoint with Kestrel's Sockets transport instead, without probing io_uring.
     /// </summary>
     /// <remarks>Defaults to false.</remarks>

@@ -8,13 +8,21 @@ using static Kestrel.Transport.IoUring.Interop.IoUringNative;
 namespace Kestrel.Transport.IoUring.Transport.Internal;
 
 /// <summary>
-/// A multishot accept on one listen socket, owned by one reactor. Accept errors never end it: running
-/// out of descriptors backs off (existing connections keep being served) and other errors are retried.
-/// The listen socket is closed only after the accept's final completion.
+/// The accepts on one listen socket, owned by one reactor: one multishot accept, or (with
+/// <see cref="IoUringTransportOptions.UseMultishotAccept"/> off) <see cref="SingleShotDepth"/> single-shot
+/// accepts, each with its own native address buffer that the kernel fills with the peer's address.
+/// Accept errors never end it: running out of descriptors backs off (existing connections keep being
+/// served) and other errors are retried. The listen socket is closed, and the address buffers freed,
+/// only after the final completion of every accept.
 /// </summary>
 internal sealed unsafe class Acceptor : IRingOwner
 {
-    private const byte KindAccept = 1;
+    /// <summary>Single-shot accepts kept in flight per listen socket when multishot accept is off.</summary>
+    public const int SingleShotDepth = 8;
+
+    private const byte KindAccept = 1;              // the multishot accept
+    private const byte KindSingleShotBase = 16;     // single-shot accept i has kind 16 + i
+    private static readonly int s_addressSlotSize = sizeof(sockaddr_storage) + sizeof(ulong); // address, then its socklen_t
     private static readonly TimeSpan s_minBackoff = TimeSpan.FromMilliseconds(10);
     private static readonly TimeSpan s_maxBackoff = TimeSpan.FromSeconds(1);
     private static readonly long s_logInterval = Stopwatch.Frequency * 5;
@@ -29,8 +37,10 @@ internal sealed unsafe class Acceptor : IRingOwner
     private readonly bool _inheritsNoDelay;
     private readonly EndPoint? _fixedLocalEndPoint; // the local address when it cannot vary per connection
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly bool _multishot;
     private uint _slot;
-    private bool _armed;
+    private uint _armed;            // bit i: accept i in flight (the multishot accept is bit 0)
+    private byte* _addresses;       // single-shot: SingleShotDepth address slots the kernel writes into
     private bool _stopping;
     private bool _finished;
     private TimeSpan _backoff = s_minBackoff;
@@ -47,6 +57,7 @@ internal sealed unsafe class Acceptor : IRingOwner
         _reactor = listener.Reactors[reactorIndex];
         _spread = spread;
         _isIp = socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
+        _multishot = listener.Options.UseMultishotAccept;
 
         // Bound to one address, every accepted connection has that local endpoint: no getsockname per
         // connection. Wildcard binds ([::] dual-mode, 0.0.0.0) must ask, the address varies.
@@ -72,42 +83,104 @@ internal sealed unsafe class Acceptor : IRingOwner
 
         _slot = _reactor.Register(this);
         _listener.Reactors.AcceptGate.Add(this);
+        if (!_multishot)
+        {
+            // Freed in Finish, which runs only after the final completion of every accept that points here.
+            _addresses = (byte*)NativeBuffers.Allocate((nuint)(SingleShotDepth * s_addressSlotSize), zero: true);
+        }
+
         Arm();
     }
 
+    /// <summary>Arms every accept that is not in flight.</summary>
     private void Arm()
     {
-        io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindAccept);
+        if (_multishot)
+        {
+            if (_armed == 0)
+            {
+                io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindAccept);
+                sqe->opcode = IORING_OP_ACCEPT;
+                sqe->fd = _fd;
+                sqe->ioprio = IORING_ACCEPT_MULTISHOT;
+                sqe->accept_flags = Libc.SOCK_CLOEXEC;
+                _armed = 1;
+                _listener.Reactors.StatsFor(_reactorIndex).AcceptSubmissions++;
+            }
+
+            return;
+        }
+
+        for (int i = 0; i < SingleShotDepth; i++)
+        {
+            if ((_armed & (1u << i)) == 0)
+            {
+                ArmSingleShot(i);
+            }
+        }
+    }
+
+    private void ArmSingleShot(int index)
+    {
+        // The slot is ours alone until this accept's completion (one accept per slot), and the block
+        // outlives it (freed in Finish), so the kernel may write the address and its length here.
+        byte* address = _addresses + (index * s_addressSlotSize);
+        uint* length = (uint*)(address + sizeof(sockaddr_storage));
+        *length = (uint)sizeof(sockaddr_storage);
+        io_uring_sqe* sqe = _reactor.GetSqe(_slot, (byte)(KindSingleShotBase + index));
         sqe->opcode = IORING_OP_ACCEPT;
         sqe->fd = _fd;
-        sqe->ioprio = IORING_ACCEPT_MULTISHOT;
+        sqe->addr = (ulong)address;
+        sqe->addr2 = (ulong)length;
         sqe->accept_flags = Libc.SOCK_CLOEXEC;
-        _armed = true;
+        _armed |= 1u << index;
+        _listener.Reactors.StatsFor(_reactorIndex).AcceptSubmissions++;
     }
 
     public void OnCompletion(byte kind, int result, uint flags)
     {
-        bool more = (flags & IORING_CQE_F_MORE) != 0;
-        if (!more)
+        EndPoint? remote = null;
+        bool remoteKnown = false;
+        if (kind == KindAccept)
         {
-            _armed = false;
+            if ((flags & IORING_CQE_F_MORE) == 0)
+            {
+                _armed = 0;
+            }
+        }
+        else
+        {
+            int index = kind - KindSingleShotBase;
+            _armed &= ~(1u << index);
+            if (result >= 0)
+            {
+                // This accept's final completion: the kernel has written the peer's address and is done
+                // with the slot, which stays allocated until Finish.
+                byte* address = _addresses + (index * s_addressSlotSize);
+                uint length = Math.Min(*(uint*)(address + sizeof(sockaddr_storage)), (uint)sizeof(sockaddr_storage));
+                remote = NativeSocket.Parse(new ReadOnlySpan<byte>(address, (int)length));
+                remoteKnown = true;
+            }
         }
 
         if (result >= 0)
         {
             _backoff = s_minBackoff;
-            OnAccepted(result);
+            OnAccepted(result, remote, remoteKnown);
         }
         else
         {
             OnAcceptError(-result);
         }
 
-        if (!_armed && !_backoffPending)
+        if (!_backoffPending)
         {
             if (_stopping || _reactor.IsStopping)
             {
-                Finish();
+                if (_armed == 0)
+                {
+                    Finish();
+                }
             }
             else
             {
@@ -116,7 +189,7 @@ internal sealed unsafe class Acceptor : IRingOwner
         }
     }
 
-    private void OnAccepted(int fd)
+    private void OnAccepted(int fd, EndPoint? remote, bool remoteKnown)
     {
         if (_stopping || _reactor.IsStopping)
         {
@@ -126,28 +199,28 @@ internal sealed unsafe class Acceptor : IRingOwner
 
         if (!_spread)
         {
-            CreateConnection(fd, _reactorIndex);
+            CreateConnection(fd, _reactorIndex, remote, remoteKnown);
             return;
         }
 
         int target = _listener.Reactors.NextIndex();
         if (target == _reactorIndex)
         {
-            CreateConnection(fd, target);
+            CreateConnection(fd, target, remote, remoteKnown);
         }
         else
         {
             Reactor reactor = _listener.Reactors[target];
             reactor.Schedule(static state =>
             {
-                var (acceptor, fd, target) = ((Acceptor, int, int))state!;
-                acceptor.CreateConnection(fd, target);
-            }, (this, fd, target));
+                var (acceptor, fd, target, remote, remoteKnown) = ((Acceptor, int, int, EndPoint?, bool))state!;
+                acceptor.CreateConnection(fd, target, remote, remoteKnown);
+            }, (this, fd, target, remote, remoteKnown));
         }
     }
 
     /// <summary>Runs on the reactor that will own the connection.</summary>
-    private void CreateConnection(int fd, int reactorIndex)
+    private void CreateConnection(int fd, int reactorIndex, EndPoint? remote, bool remoteKnown)
     {
         Reactor reactor = _listener.Reactors[reactorIndex];
         if (reactor.IsStopping)
@@ -165,7 +238,12 @@ internal sealed unsafe class Acceptor : IRingOwner
         try
         {
             EndPoint? local = _fixedLocalEndPoint ?? NativeSocket.GetLocalEndPoint(fd);
-            EndPoint? remote = NativeSocket.GetRemoteEndPoint(fd);
+            if (!remoteKnown)
+            {
+                _listener.Reactors.StatsFor(reactorIndex).PeerNameLookups++;
+                remote = NativeSocket.GetRemoteEndPoint(fd);
+            }
+
             connection = new IoUringConnection(fd, reactor, _listener.Reactors, _listener.Reactors.PoolFor(reactorIndex), _listener.Reactors.StatsFor(reactorIndex), local, remote);
         }
         catch (Exception e)
@@ -203,10 +281,12 @@ internal sealed unsafe class Acceptor : IRingOwner
                     IoUringLog.AcceptBackoff(_listener.Logger, _listener.EndPoint.ToString() ?? "?", ErrnoText.Name(errno), (int)_backoff.TotalMilliseconds);
                 }
 
-                if (_armed)
+                // Single-shot accepts still in flight would take the released reserve as soon as a
+                // connection arrives (a multishot accept has ended with this error): stop them so the
+                // backoff holds. Their completions find the backoff pending and do not re-arm.
+                if (_armed != 0)
                 {
-                    // Still armed (should not happen for these errors): stop it so the backoff holds.
-                    _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindAccept));
+                    CancelArmed();
                 }
 
                 BackOff();
@@ -227,18 +307,24 @@ internal sealed unsafe class Acceptor : IRingOwner
             return;
         }
 
-        if (acceptor._armed)
+        if (acceptor._armed != 0)
         {
-            // Its final completion (ECANCELED, or an accept that raced the cancel) finds the backoff
-            // pending and does not re-arm; the backoff timer does.
-            acceptor._reactor.CancelUserData(acceptor._reactor.UserDataFor(acceptor._slot, KindAccept));
+            // Their final completions (ECANCELED, or an accept that raced the cancel) find the backoff
+            // pending and do not re-arm; the backoff timer does.
+            acceptor.CancelArmed();
         }
 
         acceptor.BackOff();
     }, this);
 
+    /// <summary>One timer at a time: several accepts in flight may fail the same way.</summary>
     private void BackOff()
     {
+        if (_backoffPending)
+        {
+            return;
+        }
+
         _backoffPending = true;
         TimeSpan delay = _backoff;
         _backoff = TimeSpan.FromTicks(Math.Min(_backoff.Ticks * 2, s_maxBackoff.Ticks));
@@ -248,14 +334,12 @@ internal sealed unsafe class Acceptor : IRingOwner
     private void OnBackoffElapsed()
     {
         _backoffPending = false;
-        if (_armed)
-        {
-            return;
-        }
-
         if (_stopping || _reactor.IsStopping)
         {
-            Finish();
+            if (_armed == 0)
+            {
+                Finish();
+            }
         }
         else if (!_listener.Reactors.AcceptGate.TryResume())
         {
@@ -268,15 +352,32 @@ internal sealed unsafe class Acceptor : IRingOwner
         }
     }
 
+    private void CancelArmed()
+    {
+        if (_multishot)
+        {
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindAccept));
+            return;
+        }
+
+        for (int i = 0; i < SingleShotDepth; i++)
+        {
+            if ((_armed & (1u << i)) != 0)
+            {
+                _reactor.CancelUserData(_reactor.UserDataFor(_slot, (byte)(KindSingleShotBase + i)));
+            }
+        }
+    }
+
     public Task StopAsync()
     {
         _reactor.Schedule(static state =>
         {
             var acceptor = (Acceptor)state!;
             acceptor._stopping = true;
-            if (acceptor._armed)
+            if (acceptor._armed != 0)
             {
-                acceptor._reactor.CancelUserData(acceptor._reactor.UserDataFor(acceptor._slot, KindAccept));
+                acceptor.CancelArmed();
             }
             else if (!acceptor._backoffPending)
             {
@@ -289,9 +390,18 @@ internal sealed unsafe class Acceptor : IRingOwner
     public void OnHandlerException(Exception exception)
     {
         IoUringLog.ReactorException(_listener.Logger, exception);
-        if (!_armed && !_backoffPending && !_stopping)
+        if (_backoffPending)
+        {
+            return;
+        }
+
+        if (!_stopping && !_reactor.IsStopping)
         {
             Arm();
+        }
+        else if (_armed == 0)
+        {
+            Finish();
         }
     }
 
@@ -312,7 +422,13 @@ internal sealed unsafe class Acceptor : IRingOwner
             _slot = 0;
         }
 
-        // The accept's final completion has been seen: the kernel no longer uses this fd.
+        // Every accept's final completion has been seen: the kernel no longer uses this fd or these buffers.
+        if (_addresses is not null)
+        {
+            NativeBuffers.Free(_addresses, (nuint)(SingleShotDepth * s_addressSlotSize));
+            _addresses = null;
+        }
+
         _socket.Dispose();
         _stopped.TrySetResult();
     }

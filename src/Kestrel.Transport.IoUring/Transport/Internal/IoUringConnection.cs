@@ -13,7 +13,8 @@ namespace Kestrel.Transport.IoUring.Transport.Internal;
 
 /// <summary>
 /// One accepted socket on one reactor. Receives through a multishot recv on the reactor's provided
-/// buffer ring (copied into the input pipe, the buffer recycled at once), sends what the application
+/// buffer ring (copied into the input pipe, the buffer recycled at once; or, as the options choose, a
+/// single-shot recv on that ring, or a single-shot recv straight into pinned input pipe memory), sends what the application
 /// flushed with one (vectored) send at a time. Output memory is pinned and left unconsumed in the pipe
 /// until the send's completion arrives; the fd is closed and the slot released only after the final
 /// completion of every operation. Everything but the public surface runs on the reactor thread.
@@ -23,6 +24,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private const byte KindRecv = 1;
     private const byte KindSend = 2;
     private const int MaxIovecs = 64;
+    private const int PipeReceiveSizeHint = 2048; // ReceiveMode.IntoPipe: the least room a receive is given
     private static readonly nuint GatherBlockSize = (nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec));
     private static readonly bool s_finOnError =
         AppContext.TryGetSwitch("Microsoft.AspNetCore.Server.Kestrel.FinOnError", out bool finOnError) && finOnError;
@@ -44,6 +46,10 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private uint _slot;
 
     // Receive side
+    private readonly ReceiveMode _receiveMode;
+    private MemoryHandle _recvPin;          // IntoPipe: the pipe memory the in-flight receive writes into
+    private bool _inputCompletePending;     // IntoPipe: the input ended while a receive was in flight
+    private Exception? _inputCompleteError;
     private bool _recvArmed;
     private bool _recvDone;
     private bool _flushPending;
@@ -88,6 +94,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         _originalTransport = new DuplexPipe(_input.Reader, _output.Writer);
         Transport = _originalTransport;
 
+        _receiveMode = group.ReceiveMode;
         _onFlushCompleted = OnFlushCompletedGuarded;
         _onReadCompleted = OnReadCompletedGuarded;
     }
@@ -127,13 +134,32 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             return;
         }
 
-        io_uring_sqe* sqe = _reactor.GetSqe(_slot, KindRecv);
-        sqe->opcode = IoUringNative.IORING_OP_RECV;
-        sqe->fd = _fd;
-        sqe->ioprio = IoUringNative.IORING_RECV_MULTISHOT;
-        sqe->flags = IoUringNative.IOSQE_BUFFER_SELECT;
-        sqe->buf_group = _reactor.Buffers.GroupId;
+        io_uring_sqe* sqe;
+        if (_receiveMode == ReceiveMode.IntoPipe)
+        {
+            // The writer's head block: between GetMemory and the next Advance/FlushAsync/Complete the
+            // pipe neither returns it to the pool (writing is active) nor hands it to the reader, and we
+            // call none of them before this receive's final completion. Pinned until then.
+            Memory<byte> memory = _input.Writer.GetMemory(PipeReceiveSizeHint);
+            _recvPin = memory.Pin();
+            sqe = _reactor.GetSqe(_slot, KindRecv);
+            sqe->opcode = IoUringNative.IORING_OP_RECV;
+            sqe->fd = _fd;
+            sqe->addr = (ulong)_recvPin.Pointer;
+            sqe->len = (uint)memory.Length;
+        }
+        else
+        {
+            sqe = _reactor.GetSqe(_slot, KindRecv);
+            sqe->opcode = IoUringNative.IORING_OP_RECV;
+            sqe->fd = _fd;
+            sqe->ioprio = _receiveMode == ReceiveMode.MultishotProvided ? IoUringNative.IORING_RECV_MULTISHOT : (ushort)0;
+            sqe->flags = IoUringNative.IOSQE_BUFFER_SELECT;
+            sqe->buf_group = _reactor.Buffers.GroupId;
+        }
+
         _recvArmed = true;
+        _stats.ReceiveSubmissions++;
     }
 
     private void OnRecvCompleted(int result, uint flags)
@@ -143,11 +169,16 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             _recvArmed = false;
         }
 
-        if (result > 0)
+        if (_receiveMode == ReceiveMode.IntoPipe)
+        {
+            OnPipeRecvCompleted(result);
+        }
+        else if (result > 0)
         {
             ProvidedBufferRing buffers = _reactor.Buffers;
             ushort bid = (ushort)(flags >> IoUringNative.IORING_CQE_BUFFER_SHIFT);
             buffers.OnConsumed();
+            _stats.ProvidedBufferReceives++;
             _stats.BytesReceived += result;
             try
             {
@@ -184,6 +215,49 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
         // The multishot ended without an error that ends the connection: arm it again.
         ArmRecv();
+        if (!_recvArmed && !_recvDone && (_shutdownDone || _reactor.IsStopping))
+        {
+            // A cancelled receive may end with data instead of ECANCELED; nothing re-arms after shutdown.
+            EndReceive(null);
+        }
+    }
+
+    /// <summary>The final completion of a single-shot receive into the input pipe's memory.</summary>
+    private void OnPipeRecvCompleted(int result)
+    {
+        // The kernel is done with the pipe memory: only from here may the pipe return or reuse it.
+        _recvPin.Dispose();
+        _recvPin = default;
+        if (result > 0)
+        {
+            _stats.PipeReceives++;
+            _stats.BytesReceived += result;
+            if (!_recvDone)
+            {
+                _input.Writer.Advance(result);
+                FlushInput();
+            }
+        }
+        else if (result == 0)
+        {
+            if (!_shutdownDone)
+            {
+                IoUringLog.ConnectionReadFin(_logger, ConnectionId);
+            }
+
+            EndReceive(null);
+        }
+        else
+        {
+            OnRecvError(-result);
+        }
+
+        if (_inputCompletePending)
+        {
+            _inputCompletePending = false;
+            _input.Writer.Complete(_inputCompleteError);
+            _inputCompleteError = null;
+        }
     }
 
     private void OnRecvError(int errno)
@@ -322,7 +396,17 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindRecv));
         }
 
-        _input.Writer.Complete(_shutdownReason ?? error);
+        if (_recvArmed && _receiveMode == ReceiveMode.IntoPipe)
+        {
+            // The kernel may still write into the pipe's memory, and completing the writer could return
+            // it to the pool: complete at the receive's final completion instead.
+            _inputCompletePending = true;
+            _inputCompleteError = _shutdownReason ?? error;
+        }
+        else
+        {
+            _input.Writer.Complete(_shutdownReason ?? error);
+        }
 
         // ConnectionClosed fires on the thread pool, never inline on the reactor.
         System.Threading.ThreadPool.UnsafeQueueUserWorkItem(static state => ((IoUringConnection)state!).FireConnectionClosed(), this, preferLocal: false);

@@ -13,6 +13,13 @@ internal sealed class ReactorStats
     public long ConnectionsAccepted;
     public long BufferExhaustions;
     public long ActiveConnections; // Interlocked: a connection can close off the reactor during stop
+
+    // What the options chose, counted so tests can see it (reactor thread only; not published as metrics).
+    public long AcceptSubmissions;     // IORING_OP_ACCEPT SQEs (multishot or single-shot)
+    public long PeerNameLookups;       // getpeername calls (none when the accept reported the address)
+    public long ReceiveSubmissions;    // IORING_OP_RECV SQEs
+    public long ProvidedBufferReceives; // receive completions that consumed a provided buffer
+    public long PipeReceives;          // receive completions that wrote into input pipe memory
 }
 
 /// <summary>

@@ -38,8 +38,12 @@ internal sealed class ReactorGroup : IAsyncDisposable
                 {
                     SqEntries = (uint)options.SubmissionQueueEntries,
                     CqEntries = (uint)options.CompletionQueueEntries,
+                    DesiredFlags = options.UseDeferTaskRun ? RingOptions.DefaultFlags : RingOptions.CoopTaskRunFlags,
+                    RegisterRingFd = options.UseRegisteredRingFd,
                 },
-                ReceiveBufferCount = options.ReceiveBufferCount,
+
+                // No provided buffer ring at all when receives go straight into the input pipe.
+                ReceiveBufferCount = options.UseProvidedBuffers ? options.ReceiveBufferCount : 0,
                 ReceiveBufferSize = options.ReceiveBufferSize,
             };
             _stats[i] = new ReactorStats();
@@ -104,6 +108,12 @@ internal sealed class ReactorGroup : IAsyncDisposable
     /// <summary>The pipe options shared by every connection of a reactor.</summary>
     public (PipeOptions Input, PipeOptions Output) PipeOptionsFor(int reactorIndex) => _pipeOptions[reactorIndex];
 
+    /// <summary>Where receives land: provided buffers (multishot or single-shot receive) or the input pipe.</summary>
+    public ReceiveMode ReceiveMode => !Options.UseProvidedBuffers
+        ? ReceiveMode.IntoPipe
+        : Options.UseMultishotReceive ? ReceiveMode.MultishotProvided : ReceiveMode.SingleShotProvided;
+
+    /// <summary>The ring features in use, as the reactors created them (after the kernel's refusals).</summary>
     public string DescribeFeatures()
     {
         uint flags = _reactors[0].RingSetupFlags;
@@ -118,10 +128,17 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
         Add(IORING_SETUP_SINGLE_ISSUER, "SINGLE_ISSUER");
         Add(IORING_SETUP_DEFER_TASKRUN, "DEFER_TASKRUN");
+        Add(IORING_SETUP_COOP_TASKRUN, "COOP_TASKRUN");
         Add(IORING_SETUP_SUBMIT_ALL, "SUBMIT_ALL");
         Add(IORING_SETUP_NO_SQARRAY, "NO_SQARRAY");
-        parts.Add("multishot accept");
-        parts.Add($"multishot recv over {Options.ReceiveBufferCount} x {Options.ReceiveBufferSize} B provided buffers");
+        parts.Add(_reactors[0].RingFdRegistered ? "registered ring fd" : "unregistered ring fd");
+        parts.Add(Options.UseMultishotAccept ? "multishot accept" : $"single-shot accept ({Acceptor.SingleShotDepth} in flight per listen socket)");
+        parts.Add(ReceiveMode switch
+        {
+            ReceiveMode.MultishotProvided => $"multishot recv over {Options.ReceiveBufferCount} x {Options.ReceiveBufferSize} B provided buffers",
+            ReceiveMode.SingleShotProvided => $"single-shot recv over {Options.ReceiveBufferCount} x {Options.ReceiveBufferSize} B provided buffers",
+            _ => "single-shot recv into the input pipe (no provided buffers)",
+        });
         parts.Add(Options.UnsafePreferInlineScheduling ? "inline scheduling" : "thread-pool scheduling");
         return string.Join(", ", parts);
     }
@@ -143,4 +160,17 @@ internal sealed class ReactorGroup : IAsyncDisposable
             }
         }
     }
+}
+
+/// <summary>How connections receive (from <see cref="IoUringTransportOptions"/>).</summary>
+internal enum ReceiveMode
+{
+    /// <summary>One multishot IORING_OP_RECV with buffer select per connection.</summary>
+    MultishotProvided,
+
+    /// <summary>A single-shot IORING_OP_RECV with buffer select, re-armed after each completion.</summary>
+    SingleShotProvided,
+
+    /// <summary>A single-shot IORING_OP_RECV into pinned input pipe memory, re-armed after each completion.</summary>
+    IntoPipe,
 }
