@@ -52,6 +52,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
 
     public IoUringTransportOptions Options { get; }
 
+    /// <summary>Idle pipes for zero-copy file sends (IORING_OP_SPLICE), shared by every connection of the group.</summary>
+    public SplicePipePool SplicePipes { get; } = new(maxIdle: 64);
+
     public ILogger Logger { get; }
 
     /// <summary>Where application continuations run: inline on the reactor, or the thread pool.</summary>
@@ -128,6 +131,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
         {
             await reactor.StopAsync().ConfigureAwait(false);
         }
+
+        // Every connection has closed (and returned its pipe) or deliberately leaked what the kernel may still use.
+        SplicePipes.Dispose();
 
         foreach (MemoryPool<byte>? pool in _pools)
         {
