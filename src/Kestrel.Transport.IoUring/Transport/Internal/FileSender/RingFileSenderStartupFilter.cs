@@ -30,7 +30,7 @@ internal sealed class RingFileSenderStartupFilter(RingFileSender sender, bool en
         if (body is not null)
         {
             // No restore needed: Kestrel resets its request-level features for the next request.
-            context.Features.Set<IHttpResponseBodyFeature>(new RingResponseBodyFeature(body, connection!, sender));
+            context.Features.Set<IHttpResponseBodyFeature>(new RingResponseBodyFeature(context, body, connection!, sender));
         }
 
         return next(context);
