@@ -638,6 +638,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     /// </summary>
     private void IssueSplice(FileRegion region)
     {
+        // These SQEs carry only fds and offsets, no user memory; the file and pipe fds stay open until
+        // both completions arrived (ReleaseRegion runs only when no splice is in flight).
         _spliceRegion = region;
         _spliceInResult = 0;
         _spliceOutResult = 0;
