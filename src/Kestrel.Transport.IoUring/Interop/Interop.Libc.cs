@@ -156,6 +156,11 @@ internal static unsafe partial class Libc
     public const uint STATX_SIZE = 0x0200;
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
+    public const int O_CLOEXEC = 0x80000;
+    public const int F_GETPIPE_SZ = 1032;
+
+    // --- <fcntl.h> (_GNU_SOURCE): splice(2) flags, also IORING_OP_SPLICE's splice_flags ---
+    public const uint SPLICE_F_NONBLOCK = 2;
 
     [LibraryImport(LibcName, SetLastError = true)]
     public static partial long syscall(long number, nint a1, nint a2, nint a3, nint a4, nint a5, nint a6);
@@ -195,6 +200,13 @@ internal static unsafe partial class Libc
 
     [LibraryImport(LibcName, SetLastError = true)]
     public static partial int dup(int fd);
+
+    [LibraryImport(LibcName, SetLastError = true)]
+    public static partial int pipe2(int* pipefd, int flags);
+
+    /// <summary>fcntl(2) with one int argument (F_GETPIPE_SZ ignores it).</summary>
+    [LibraryImport(LibcName, SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, int arg);
 
     [LibraryImport(LibcName, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statx(int dirfd, string pathname, int flags, uint mask, statx* statxbuf);

@@ -139,6 +139,16 @@ public sealed class IoUringTransportOptions
     public bool UseRingFileSender { get; set; } = true;
 
     /// <summary>
+    /// Lets the ring file sender send file bytes from the page cache to the socket without copying
+    /// them through user space (IORING_OP_SPLICE through a pooled pipe), for cleartext HTTP/1.1
+    /// responses with a Content-Length. Kestrel still counts every byte. It turns itself off for TLS,
+    /// HTTP/2, connection middleware that replaces the transport, chunked or compressed responses,
+    /// and small files the file cache serves; those are sent by reading the file through the ring.
+    /// </summary>
+    /// <remarks>Defaults to true. Only used when <see cref="UseRingFileSender"/> is true.</remarks>
+    public bool UseZeroCopyFileSend { get; set; } = true;
+
+    /// <summary>
     /// The most bytes of file contents the ring file sender keeps in memory, over all files. A file is
     /// served from memory only while its size, modification and status-change times, device and inode
     /// still match (one statx per request), so a changed file is never served stale. 0 turns the cache

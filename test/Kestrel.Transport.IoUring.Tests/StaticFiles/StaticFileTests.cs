@@ -314,13 +314,22 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
         await host.StopAndVerifyAsync();
     }
 
-    [SkippableTheory, AllTransports]
-    public async Task StaticFiles_FileTruncatedDuringSend_ConnectionEndsShortAndServerKeepsServing(TransportKind transport)
+    public static TheoryData<TransportKind, bool> TruncationCases => new() { { TransportKind.Sockets, false }, { TransportKind.IoUring, false }, { TransportKind.IoUring, true } };
+
+    [SkippableTheory]
+    [MemberData(nameof(TruncationCases))]
+    public async Task StaticFiles_FileTruncatedDuringSend_ConnectionEndsShortAndServerKeepsServing(TransportKind transport, bool zeroCopy)
     {
         const long Size = 64L * 1024 * 1024;
-        string name = files.Create($"truncated-{transport}.bin", Size, seed: 5);
+        string name = files.Create($"truncated-{transport}-{zeroCopy}.bin", Size, seed: 5);
         byte[] original = files.Read(name);
-        var options = new TestHostOptions { Output = output, ExpectedLog = ContentLengthMismatch };
+        var options = new TestHostOptions
+        {
+            Output = output,
+            // Kestrel reports the short body (ring path); the transport reports the file ending under a splice (zero-copy).
+            ExpectedLog = r => ContentLengthMismatch(r) || (r.Exception?.Message ?? "").Contains("ended before the length announced", StringComparison.Ordinal),
+            ConfigureBuilder = builder => builder.Services.Configure<IoUringTransportOptions>(o => o.UseZeroCopyFileSend = zeroCopy),
+        };
         await using TestHost host = await StartAsync(transport, options: options);
         await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint, s => s.ReceiveBufferSize = 64 * 1024))
         {
@@ -371,8 +380,15 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
             await AssertDownloadAsync(client, new Uri(host.BaseUri(), StaticFileFixture.NameFor(4097)), StaticFileFixture.NameFor(4097));
         }
 
+        if (transport == TransportKind.IoUring)
+        {
+            // A 64 MiB file is never cached: this went through the zero-copy path (splice hit end of file).
+            Assert.Equal(zeroCopy ? 1 : 0, Stats(host)!.ZeroCopySends);
+        }
+
         await host.StopAndVerifyAsync();
         await AssertNoLiveReadersAsync();
+        await AssertNoLivePipesAsync();
         File.Delete(files.PathFor(name));
     }
 
@@ -394,8 +410,15 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
             await AssertDownloadAsync(client, new Uri(host.BaseUri(), StaticFileFixture.NameFor(65537)), StaticFileFixture.NameFor(65537));
         }
 
+        if (transport == TransportKind.IoUring)
+        {
+            // The large file is never cached: every one of these was reset with a splice in flight or due.
+            Assert.Equal(5, Stats(host)!.ZeroCopySends);
+        }
+
         await host.StopAndVerifyAsync();
         await AssertNoLiveReadersAsync();
+        await AssertNoLivePipesAsync();
     }
 
     [SkippableTheory, AllTransports]
@@ -467,7 +490,12 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
     {
         string name = files.Create("cached.bin", 5000, seed: 6);
         await files.WaitUntilCacheableAsync(name);
-        await using TestHost host = await StartAsync(TransportKind.IoUring);
+        var options = new TestHostOptions
+        {
+            Output = output,
+            ConfigureBuilder = builder => builder.Services.Configure<IoUringTransportOptions>(o => o.UseZeroCopyFileSend = false),
+        };
+        await using TestHost host = await StartAsync(TransportKind.IoUring, options: options);
         FileSenderStats stats = Stats(host) ?? throw new InvalidOperationException("UseIoUring registers the ring file sender.");
         using (var client = new HttpClient { Timeout = Timeouts.Bulk })
         {
@@ -490,13 +518,20 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
         await AssertNoLiveReadersAsync();
     }
 
-    [SkippableFact]
-    public async Task RingFileSender_InlineScheduling_ByteExact()
+    [SkippableTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RingFileSender_InlineScheduling_ByteExact(bool zeroCopy)
     {
         var options = new TestHostOptions
         {
             Output = output,
-            ConfigureBuilder = builder => builder.Services.Configure<IoUringTransportOptions>(o => o.UnsafePreferInlineScheduling = true),
+            ConfigureBuilder = builder => builder.Services.Configure<IoUringTransportOptions>(o =>
+            {
+                o.UnsafePreferInlineScheduling = true;
+                o.UseZeroCopyFileSend = zeroCopy;
+                o.FileCacheMaxBytes = 0; // every send reads or splices, whatever the files' age
+            }),
         };
         await using TestHost host = await StartAsync(TransportKind.IoUring, options: options);
         using (var client = new HttpClient { Timeout = Timeouts.Bulk })
@@ -507,7 +542,8 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
             }
         }
 
-        Assert.True(Stats(host)!.RingReads > 0);
+        FileSenderStats stats = Stats(host)!;
+        Assert.True(zeroCopy ? stats.ZeroCopySends > 0 && stats.RingReads == 0 : stats.RingReads > 0 && stats.ZeroCopySends == 0);
         await host.StopAndVerifyAsync();
         await AssertNoLiveReadersAsync();
     }
@@ -553,6 +589,211 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
         FileSenderStats stats = Stats(host)!;
         Assert.Equal(0, stats.RingSends + stats.RingReads + stats.CacheHits + stats.Fallbacks);
         await host.StopAndVerifyAsync();
+    }
+
+    /// <summary>The file cache off, so that every send of a regular file is a candidate for the zero-copy path.</summary>
+    private TestHostOptions ZeroCopyOptions(bool zeroCopy = true, Action<ListenOptions>? listen = null, Action<WebApplicationBuilder>? builder = null) => new()
+    {
+        Output = output,
+        ConfigureListen = listen,
+        ConfigureBuilder = b =>
+        {
+            b.Services.Configure<IoUringTransportOptions>(o =>
+            {
+                o.FileCacheMaxBytes = 0;
+                o.UseZeroCopyFileSend = zeroCopy;
+            });
+            builder?.Invoke(b);
+        },
+    };
+
+    /// <summary>Waits (bounded) until every splice pipe has been closed (the pool is disposed with the transport).</summary>
+    private static async Task AssertNoLivePipesAsync()
+    {
+        DateTime deadline = DateTime.UtcNow + Timeouts.Settle;
+        while (SplicePipePool.LivePipes != 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(0, SplicePipePool.LivePipes);
+    }
+
+    [SkippableFact]
+    public async Task ZeroCopy_CleartextHttp11ContentLength_UsedForEverySizeAndByteExact()
+    {
+        string large = files.Large;
+        await using TestHost host = await StartAsync(TransportKind.IoUring, options: ZeroCopyOptions());
+        FileSenderStats stats = Stats(host)!;
+        using (var client = new HttpClient { Timeout = Timeouts.Bulk })
+        {
+            foreach (long size in StaticFileFixture.Sizes)
+            {
+                string name = StaticFileFixture.NameFor(size);
+                long before = stats.ZeroCopySends;
+                await AssertDownloadAsync(client, new Uri(host.BaseUri(), name), name);
+                await AssertDownloadAsync(client, new Uri(host.BaseUri(), "result/" + name), name);
+
+                // An empty body has nothing to send at all.
+                Assert.Equal(size == 0 ? before : before + 2, stats.ZeroCopySends);
+            }
+
+            long beforeLarge = stats.ZeroCopySends;
+            await AssertDownloadAsync(client, new Uri(host.BaseUri(), large), large);
+            Assert.Equal(beforeLarge + 1, stats.ZeroCopySends);
+        }
+
+        Assert.Equal(0, stats.RingSends + stats.RingReads + stats.ZeroCopyUnavailable);
+        await host.StopAndVerifyAsync();
+        await AssertNoLiveReadersAsync();
+        await AssertNoLivePipesAsync();
+    }
+
+    [SkippableFact]
+    public async Task ZeroCopy_RangesOffsetsAndKeepAlive_ExactBytes()
+    {
+        string name = StaticFileFixture.NameFor(1024 * 1024);
+        byte[] content = files.Read(name);
+        await using TestHost host = await StartAsync(TransportKind.IoUring, options: ZeroCopyOptions());
+        FileSenderStats stats = Stats(host)!;
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint))
+        {
+            // Ranges through StaticFiles, offsets and counts through SendFileAsync, and an ordinary
+            // response between them, all pipelined on one keep-alive connection: each region must go
+            // out exactly between the bytes written before and after it.
+            (long From, long To)[] ranges = [(0, 0), (1, 4096), (4095, 4096), (65535, 65537), (123457, 987653), (1024 * 1024 - 1, 1024 * 1024 - 1)];
+            var requests = new System.Text.StringBuilder();
+            foreach ((long from, long to) in ranges)
+            {
+                requests.Append($"GET /{name} HTTP/1.1\r\nHost: x\r\nRange: bytes={from}-{to}\r\n\r\n");
+                requests.Append($"GET /send/{name}?offset={from}&count={to - from + 1} HTTP/1.1\r\nHost: x\r\n\r\n");
+                requests.Append($"GET /no-such-file HTTP/1.1\r\nHost: x\r\n\r\n");
+            }
+
+            await connection.SendAsync(requests.ToString());
+            foreach ((long from, long to) in ranges)
+            {
+                byte[] expected = content.AsSpan((int)from, (int)(to - from + 1)).ToArray();
+                RawResponse range = await connection.ReadResponseAsync();
+                Assert.Equal(206, range.StatusCode);
+                Assert.Equal(expected, range.Body);
+                RawResponse sent = await connection.ReadResponseAsync();
+                Assert.Equal(200, sent.StatusCode);
+                Assert.Equal(expected, sent.Body);
+                RawResponse notFound = await connection.ReadResponseAsync();
+                Assert.Equal(404, notFound.StatusCode);
+            }
+        }
+
+        Assert.Equal(12, stats.ZeroCopySends);
+        Assert.Equal(0, stats.RingSends);
+        await host.StopAndVerifyAsync();
+        await AssertNoLivePipesAsync();
+    }
+
+    /// <summary>A connection middleware that puts its own pipe between Kestrel and the transport.</summary>
+    private sealed class WrappedTransport(System.IO.Pipelines.IDuplexPipe inner) : System.IO.Pipelines.IDuplexPipe
+    {
+        public System.IO.Pipelines.PipeReader Input => inner.Input;
+
+        public System.IO.Pipelines.PipeWriter Output => inner.Output;
+    }
+
+    public static TheoryData<string> GateCases => ["chunked", "head", "http10", "option-off", "connection-middleware", "tls-http11", "tls-http2", "compression"];
+
+    [SkippableTheory]
+    [MemberData(nameof(GateCases))]
+    public async Task ZeroCopy_GateDoesNotHold_NotUsedAndBytesExact(string gate)
+    {
+        string name = StaticFileFixture.NameFor(64 * 1024 + 1);
+        byte[] content = files.Read(name);
+        bool tls = gate.StartsWith("tls", StringComparison.Ordinal);
+        TestHostOptions options = ZeroCopyOptions(
+            zeroCopy: gate != "option-off",
+            listen: listen =>
+            {
+                if (gate == "connection-middleware")
+                {
+                    listen.Use(next => context =>
+                    {
+                        context.Transport = new WrappedTransport(context.Transport);
+                        return next(context);
+                    });
+                }
+
+                if (tls)
+                {
+                    listen.Protocols = HttpProtocols.Http1AndHttp2;
+                    listen.UseHttps(new HttpsConnectionAdapterOptions { ServerCertificate = TestCertificate.Certificate });
+                }
+            },
+            builder: gate == "compression" ? b => b.Services.AddResponseCompression(o => o.MimeTypes = ["application/octet-stream"]) : null);
+        await using TestHost host = await StartAsync(TransportKind.IoUring, gate == "compression" ? app => app.UseResponseCompression() : null, options);
+        FileSenderStats stats = Stats(host)!;
+        if (tls)
+        {
+            using var client = new HttpClient(TestCertificate.CreateTrustingHandler()) { Timeout = Timeouts.Bulk };
+            await AssertDownloadAsync(client, new Uri(host.BaseUri(https: true), name), name, gate == "tls-http2" ? HttpVersion.Version20 : HttpVersion.Version11);
+        }
+        else if (gate == "compression")
+        {
+            using var client = new HttpClient(new SocketsHttpHandler { AutomaticDecompression = DecompressionMethods.GZip }) { Timeout = Timeouts.Bulk };
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(host.BaseUri(), name));
+            request.Headers.AcceptEncoding.Add(new StringWithQualityHeaderValue("gzip"));
+            using HttpResponseMessage response = await client.SendAsync(request).WaitAsync(Timeouts.Step);
+            Assert.Equal(content, await response.Content.ReadAsByteArrayAsync().WaitAsync(Timeouts.Step));
+        }
+        else
+        {
+            await using RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint);
+            string request = gate switch
+            {
+                "chunked" => $"GET /send/{name}?chunked=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                "head" => $"HEAD /send/{name} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "http10" => $"GET /{name} HTTP/1.0\r\nHost: x\r\n\r\n",
+                _ => $"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n",
+            };
+            await connection.SendAsync(request);
+            if (gate == "head")
+            {
+                Assert.Equal("HTTP/1.1 200 OK", await connection.ReadLineAsync());
+                while (!string.IsNullOrEmpty(await connection.ReadLineAsync()))
+                {
+                }
+
+                // No body: the next response starts right here.
+                await connection.SendAsync($"GET /no-such-file HTTP/1.1\r\nHost: x\r\n\r\n");
+                Assert.Equal(404, (await connection.ReadResponseAsync()).StatusCode);
+            }
+            else
+            {
+                RawResponse response = await connection.ReadResponseAsync();
+                Assert.Equal(200, response.StatusCode);
+                Assert.Equal(content, response.Body);
+            }
+        }
+
+        Assert.Equal(0, stats.ZeroCopySends);
+        await host.StopAndVerifyAsync();
+        await AssertNoLivePipesAsync();
+    }
+
+    [SkippableFact]
+    public async Task ZeroCopy_ConnectionsBeyondPipePoolAndSoftLimit_ByteExact()
+    {
+        // More concurrent regions than the pool keeps idle, on several reactors, each holding a pipe.
+        await using TestHost host = await StartAsync(TransportKind.IoUring, options: ZeroCopyOptions());
+        FileSenderStats stats = Stats(host)!;
+        string name = StaticFileFixture.NameFor(1024 * 1024);
+        using (var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 96 }) { Timeout = Timeouts.Bulk })
+        {
+            await Task.WhenAll(Enumerable.Range(0, 192).Select(_ => AssertDownloadAsync(client, new Uri(host.BaseUri(), name), name))).WaitAsync(Timeouts.Bulk);
+        }
+
+        Assert.Equal(192, stats.ZeroCopySends + stats.ZeroCopyUnavailable);
+        Assert.True(stats.ZeroCopySends > 0);
+        await host.StopAndVerifyAsync();
+        await AssertNoLivePipesAsync();
     }
 
     [SkippableTheory, AllTransports]

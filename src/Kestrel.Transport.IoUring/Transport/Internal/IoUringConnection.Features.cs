@@ -6,6 +6,7 @@ using Kestrel.Transport.IoUring.Ring;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Win32.SafeHandles;
 
 namespace Kestrel.Transport.IoUring.Transport.Internal;
 
@@ -117,6 +118,34 @@ internal sealed partial class IoUringConnection :
     PipeScheduler IIoUringConnectionFeature.ApplicationScheduler => _group.AppScheduler;
 
     object? IIoUringConnectionFeature.ResponseBodyFeatureCache { get; set; }
+
+    bool IIoUringConnectionFeature.OwnsTransport => ReferenceEquals(Transport, _originalTransport);
+
+    FileRegion? IIoUringConnectionFeature.TryBeginFileRegion(SafeFileHandle file, long offset, long length)
+    {
+        if (!_group.SplicePipes.TryRent(out SplicePipe? pipe))
+        {
+            return null;
+        }
+
+        FileRegion? region = _writer.TryBeginRegion(file, offset, length, pipe!);
+        if (region is null)
+        {
+            // Never used: still empty.
+            _group.SplicePipes.Return(pipe!, empty: true);
+        }
+
+        return region;
+    }
+
+    void IIoUringConnectionFeature.EndFileRegion(FileRegion region) => _writer.EndRegion(region);
+
+    void IIoUringConnectionFeature.FailFileRegion(FileRegion region, string reason)
+    {
+        _writer.Poison();
+        _writer.EndRegion(region);
+        Abort(new ConnectionAbortedException(reason));
+    }
 
     IEnumerator<KeyValuePair<Type, object>> IEnumerable<KeyValuePair<Type, object>>.GetEnumerator()
     {

@@ -23,6 +23,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 {
     private const byte KindRecv = 1;
     private const byte KindSend = 2;
+    private const byte KindSpliceIn = 3;   // file -> pipe, linked to the KindSpliceOut after it
+    private const byte KindSpliceOut = 4;  // pipe -> socket
     private const int MaxIovecs = 64;
     private const int PipeReceiveSizeHint = 2048; // ReceiveMode.IntoPipe: the least room a receive is given
     private static readonly nuint GatherBlockSize = (nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec));
@@ -36,6 +38,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private readonly Pipe _input;   // we write, the application reads
     private readonly Pipe _output;  // the application writes, we read
     private readonly IDuplexPipe _originalTransport;
+    private readonly IoUringOutputWriter _writer;   // the application's Transport.Output
     private readonly MemoryPool<byte> _pool;
     private readonly ReactorStats _stats;
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
@@ -69,6 +72,12 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private msghdr* _msg;                   // followed in the same allocation by MaxIovecs iovecs
     private iovec* _iovecs;
     private int _pinCount;
+    private long _pipeConsumed;             // output pipe bytes sent and consumed (positions file regions)
+    private bool _regionWake;               // the pending read was cancelled to look at a region, not to abort
+    private FileRegion? _spliceRegion;      // the region whose splices are in flight
+    private int _spliceOps;                 // splices in flight (both count as the one send in flight)
+    private int _spliceInResult;
+    private int _spliceOutResult;
 
     // Closing
     private Exception? _shutdownReason;
@@ -91,7 +100,8 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         (PipeOptions inputOptions, PipeOptions outputOptions) = group.PipeOptionsFor(reactor.Id);
         _input = new Pipe(inputOptions);
         _output = new Pipe(outputOptions);
-        _originalTransport = new DuplexPipe(_input.Reader, _output.Writer);
+        _writer = new IoUringOutputWriter(_output.Writer, this);
+        _originalTransport = new DuplexPipe(_input.Reader, _writer);
         Transport = _originalTransport;
 
         _receiveMode = group.ReceiveMode;
@@ -119,6 +129,22 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
                 break;
             case KindSend:
                 OnSendCompleted(result);
+                break;
+            case KindSpliceIn:
+                _spliceInResult = result;
+                if (--_spliceOps == 0)
+                {
+                    OnSpliceCompleted();
+                }
+
+                break;
+            case KindSpliceOut:
+                _spliceOutResult = result;
+                if (--_spliceOps == 0)
+                {
+                    OnSpliceCompleted();
+                }
+
                 break;
         }
 
@@ -442,6 +468,14 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
                 _readPending = true;
                 _readTask = read;
                 read.GetAwaiter().UnsafeOnCompleted(_onReadCompleted);
+                if (_writer.Head is { } region && region.PipePosition == _pipeConsumed && _writer.HasWork(region))
+                {
+                    // A region is due and no output will arrive to wake this read (its wake came while
+                    // a send was in flight): complete the read now.
+                    _regionWake = true;
+                    _output.Reader.CancelPendingRead();
+                }
+
                 return;
             }
 
@@ -501,8 +535,10 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             return false;
         }
 
+        bool woken = _regionWake;
+        _regionWake = false;
         ReadOnlySequence<byte> buffer = result.Buffer;
-        if (result.IsCanceled || _shutdownDone || !_reactor.IsOnReactorThread || _reactor.IsStopping)
+        if ((result.IsCanceled && !woken) || _shutdownDone || !_reactor.IsOnReactorThread || _reactor.IsStopping || _writer.IsPoisoned)
         {
             // Aborted: unsent output is dropped.
             _output.Reader.AdvanceTo(buffer.End);
@@ -510,10 +546,50 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             return false;
         }
 
+        bool isLast = result.IsCompleted;
+        for (FileRegion? region = _writer.Head; region is not null; region = _writer.Head)
+        {
+            long before = region.PipePosition - _pipeConsumed;
+            if (before > 0)
+            {
+                // Output written before the region goes first, and only that.
+                if (before < buffer.Length)
+                {
+                    buffer = buffer.Slice(0, before);
+                    isLast = false;
+                }
+
+                break;
+            }
+
+            switch (_writer.Step(region))
+            {
+                case RegionStep.Splice:
+                    // Nothing consumed or examined: the next read returns this output again.
+                    _output.Reader.AdvanceTo(buffer.Start);
+                    IssueSplice(region);
+                    return false;
+                case RegionStep.Wait:
+                    // Everything counted so far is sent; the writer wakes this read when more is counted.
+                    _output.Reader.AdvanceTo(buffer.Start, buffer.End);
+                    if (result.IsCompleted)
+                    {
+                        // Unreachable (completing the writer ends its region); never spin on a completed pipe.
+                        EndSend(null);
+                        return false;
+                    }
+
+                    return true;
+                default:
+                    ReleaseRegion(region);
+                    continue;
+            }
+        }
+
         if (!buffer.IsEmpty)
         {
             _sendBuffer = buffer;
-            _sendBufferIsLast = result.IsCompleted;
+            _sendBufferIsLast = isLast;
             _sendOffset = 0;
             IssueSend();
             return false;
@@ -622,6 +698,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
         // The kernel is done with these bytes: only now may their memory go back to the pool.
         UnpinAll();
+        _pipeConsumed += _sendBuffer.Length; // before AdvanceTo: it may return the segments to the pool
         _output.Reader.AdvanceTo(_sendBuffer.End);
         _sendBuffer = default;
         if (_shutdownDone || _sendBufferIsLast)
@@ -631,6 +708,149 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         }
 
         StartRead();
+    }
+
+    // ---------------- File regions (zero-copy) ----------------
+
+    /// <summary>
+    /// Splices the region's next bytes: what the pipe still holds to the socket, or else the next
+    /// counted chunk of the file into the pipe linked with the pipe to the socket. Both ends run on
+    /// io-wq (splice always does); the socket is blocking, so the second waits for socket space there.
+    /// SPLICE_F_NONBLOCK keeps either from waiting on the pipe: if the two SQEs ever end up in separate
+    /// submissions (SQ full between them) and so run unlinked, the early pipe read fails with EAGAIN
+    /// and is simply issued again.
+    /// </summary>
+    private void IssueSplice(FileRegion region)
+    {
+        // These SQEs carry only fds and offsets, no user memory; the file and pipe fds stay open until
+        // both completions arrived (ReleaseRegion runs only when no splice is in flight).
+        _spliceRegion = region;
+        _spliceInResult = 0;
+        _spliceOutResult = 0;
+        long inPipe = region.Spliced - Volatile.Read(ref region.Sent);
+        io_uring_sqe* sqe;
+        if (inPipe == 0)
+        {
+            int chunk = (int)Math.Min(region.Pipe.Capacity, _writer.Unspliced(region));
+            sqe = _reactor.GetSqe(_slot, KindSpliceIn);
+            sqe->opcode = IoUringNative.IORING_OP_SPLICE;
+            sqe->flags = IoUringNative.IOSQE_IO_LINK;
+            sqe->splice_fd_in = region.FileFd;
+            sqe->splice_off_in = (ulong)(region.FileOffset + region.Spliced);
+            sqe->fd = region.Pipe.WriteFd;
+            sqe->off = ulong.MaxValue; // -1: a pipe has no offset
+            sqe->len = (uint)chunk;
+            sqe->splice_flags = Libc.SPLICE_F_NONBLOCK;
+            _spliceOps++;
+            inPipe = chunk;
+        }
+        else
+        {
+            _spliceInResult = int.MinValue; // not issued
+        }
+
+        sqe = _reactor.GetSqe(_slot, KindSpliceOut);
+        sqe->opcode = IoUringNative.IORING_OP_SPLICE;
+        sqe->splice_fd_in = region.Pipe.ReadFd;
+        sqe->splice_off_in = ulong.MaxValue;
+        sqe->fd = _fd;
+        sqe->off = ulong.MaxValue;
+        sqe->len = (uint)inPipe;
+        sqe->splice_flags = Libc.SPLICE_F_NONBLOCK;
+        _spliceOps++;
+        _sendInFlight = true;
+    }
+
+    /// <summary>Both splices of the last <see cref="IssueSplice"/> completed (the file and the pipe are ours again).</summary>
+    private void OnSpliceCompleted()
+    {
+        _sendInFlight = false;
+        FileRegion region = _spliceRegion!;
+        _spliceRegion = null;
+        int spliceIn = _spliceInResult;
+        int spliceOut = _spliceOutResult;
+        if (spliceIn > 0)
+        {
+            region.Spliced += spliceIn;
+        }
+
+        if (spliceOut > 0)
+        {
+            _stats.BytesSent += spliceOut;
+            _writer.OnSent(region, spliceOut);
+        }
+
+        if (_shutdownDone)
+        {
+            EndSend(null);
+            return;
+        }
+
+        if (spliceIn == 0)
+        {
+            // End of file inside the counted range: the file was truncated after Kestrel was told its
+            // length. The response can only end short: reset the connection, send nothing more.
+            FailSend(new ConnectionAbortedException("The file being sent ended before the length announced for it (was it truncated while being sent?)."));
+            return;
+        }
+
+        if (spliceIn < 0 && spliceIn != int.MinValue && spliceIn is not (-Libc.EAGAIN or -Libc.EINTR or -Libc.ECANCELED))
+        {
+            FailSend(new IOException($"Reading the file being sent (splice) failed: {ErrnoText.Describe(-spliceIn)}"));
+            return;
+        }
+
+        if (spliceOut < 0 && spliceOut is not (-Libc.EAGAIN or -Libc.EINTR or -Libc.ECANCELED))
+        {
+            // The socket failed: exactly as a failed send.
+            int errno = -spliceOut;
+            if (errno is Libc.EPIPE or Libc.ECONNRESET or Libc.ESHUTDOWN or Libc.ECONNABORTED or Libc.ENOTCONN)
+            {
+                IoUringLog.ConnectionReset(_logger, ConnectionId);
+                _shutdownReason ??= new ConnectionResetException(ErrnoText.Describe(errno), new IOException(ErrnoText.Describe(errno)));
+                EndSend(null);
+            }
+            else
+            {
+                FailSend(new IOException($"Send failed: {ErrnoText.Describe(errno)}"));
+            }
+
+            return;
+        }
+
+        // A short or cancelled link (the pipe holds what was not sent), a retry, or the next chunk.
+        StartRead();
+    }
+
+    /// <summary>Ends the send side abortively (RST): nothing more reaches the socket. Never while a send is in flight.</summary>
+    private void FailSend(Exception error)
+    {
+        _writer.Poison();
+        IoUringLog.ConnectionError(_logger, ConnectionId, error);
+        _shutdownReason ??= error;
+        Shutdown(_shutdownReason);
+        EndSend(null);
+    }
+
+    /// <summary>Gives back a region's pipe and file. Only when none of its splices is in flight.</summary>
+    private void ReleaseRegion(FileRegion region)
+    {
+        // An empty pipe is reused; one that may hold bytes is closed with them.
+        _group.SplicePipes.Return(region.Pipe, empty: region.Spliced == Volatile.Read(ref region.Sent));
+        region.File.Dispose();
+    }
+
+    /// <summary>The writer counted region bytes or ended a region: let the send loop look. Any thread.</summary>
+    internal void WakeSendLoop()
+        => _reactor.Schedule(static state => ((IoUringConnection)state!).Guard(static c => c.OnWake()), this);
+
+    private void OnWake()
+    {
+        if (_readPending && !_sendDone && _reactor.IsOnReactorThread)
+        {
+            _regionWake = true;
+            _output.Reader.CancelPendingRead();
+        }
     }
 
     private void UnpinAll()
@@ -661,6 +881,12 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         _sendDone = true;
         Shutdown(_shutdownReason ?? unexpectedError);
         _output.Reader.Complete(unexpectedError);
+
+        // No splice is in flight (EndSend never runs while a send is): every region can go now.
+        foreach (FileRegion region in _writer.Close())
+        {
+            ReleaseRegion(region);
+        }
 
         // Unblock a receive paused by backpressure so it can end too.
         _input.Writer.CancelPendingFlush();
@@ -706,7 +932,13 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
             EndReceive(null);
         }
 
-        if (_sendInFlight)
+        if (_spliceOps > 0)
+        {
+            // Cancelling the head of the link cancels the splice linked to it as well.
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindSpliceIn));
+            _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindSpliceOut));
+        }
+        else if (_sendInFlight)
         {
             _reactor.CancelUserData(_reactor.UserDataFor(_slot, KindSend));
         }

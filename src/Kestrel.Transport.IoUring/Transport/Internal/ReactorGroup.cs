@@ -59,6 +59,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
     /// <summary>Descriptors accepting may not take, and the rule that all acceptors back off together.</summary>
     public AcceptGate AcceptGate { get; } = new();
 
+    /// <summary>Idle pipes for zero-copy file sends (IORING_OP_SPLICE), shared by every connection of the group.</summary>
+    public SplicePipePool SplicePipes { get; } = new(maxIdle: 64);
+
     public ILogger Logger { get; }
 
     /// <summary>Where application continuations run: inline on the reactor, or the thread pool.</summary>
@@ -151,6 +154,9 @@ internal sealed class ReactorGroup : IAsyncDisposable
         }
 
         AcceptGate.Dispose();
+
+        // Every connection has closed (and returned its pipe) or deliberately leaked what the kernel may still use.
+        SplicePipes.Dispose();
 
         foreach (MemoryPool<byte>? pool in _pools)
         {

@@ -2,7 +2,10 @@ using System.Buffers;
 using System.IO.Pipelines;
 using Kestrel.Transport.IoUring.Interop;
 using Kestrel.Transport.IoUring.Ring;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Net.Http.Headers;
 using Microsoft.Win32.SafeHandles;
 
 namespace Kestrel.Transport.IoUring.Transport.Internal;
@@ -21,6 +24,15 @@ internal sealed class FileSenderStats
 
     /// <summary>Sends handed to Kestrel's own SendFileAsync (missing or non-regular files).</summary>
     public long Fallbacks;
+
+    /// <summary>Sends whose file bytes went from the page cache to the socket by splice (no user-space copy).</summary>
+    public long ZeroCopySends;
+
+    /// <summary>File bytes counted through Kestrel's writer into zero-copy regions.</summary>
+    public long ZeroCopyBytes;
+
+    /// <summary>Zero-copy sends that found no pipe or an ended connection and read through the ring instead.</summary>
+    public long ZeroCopyUnavailable;
 }
 
 /// <summary>
@@ -35,8 +47,12 @@ internal sealed class RingFileSender
 {
     public const int ChunkSize = 64 * 1024;
 
+    /// <summary>Bytes counted per GetMemory/Advance of a zero-copy send (and flushed after each).</summary>
+    public const int ZeroCopyChunk = IoUringOutputWriter.Window;
+
     public RingFileSender(IoUringTransportOptions options)
     {
+        ZeroCopy = options.UseZeroCopyFileSend && IoUringProbe.Current.SupportsOpcode(IoUringNative.IORING_OP_SPLICE);
         if (options.FileCacheMaxBytes > 0 && options.FileCacheMaxFileSize > 0)
         {
             Cache = new FileContentCache(options.FileCacheMaxBytes, options.FileCacheMaxFileSize);
@@ -45,9 +61,12 @@ internal sealed class RingFileSender
 
     public FileContentCache? Cache { get; }
 
+    /// <summary>Zero-copy sends are allowed (option on, and the kernel has IORING_OP_SPLICE).</summary>
+    public bool ZeroCopy { get; }
+
     public FileSenderStats Stats { get; } = new();
 
-    public async Task SendFileAsync(IHttpResponseBodyFeature inner, IIoUringConnectionFeature connection, string path, long offset, long? count, CancellationToken cancellationToken)
+    public async Task SendFileAsync(HttpContext context, IHttpResponseBodyFeature inner, IIoUringConnectionFeature connection, string path, long offset, long? count, CancellationToken cancellationToken)
     {
         if (!NativeFile.TryGetRegularFileIdentity(path, out FileIdentity identity))
         {
@@ -94,6 +113,44 @@ internal sealed class RingFileSender
         }
 
         byte[]? fill = Cache is not null && offset == 0 && length == fileLength && Cache.MayStore(identity) ? new byte[length] : null;
+        if (fill is null && ZeroCopy && ZeroCopyGatesHold(context, connection))
+        {
+            // The region owns the file once it is placed; until then (and if it cannot be) we do.
+            FileRegion? region = null;
+            try
+            {
+                await inner.StartAsync(cancellationToken).ConfigureAwait(false);
+
+                // Headers (and anything written before) must be in the transport's pipe, and no flush
+                // pending inside Kestrel's writer, so that its GetMemory/Advance reach the transport as they are.
+                FlushResult flushed = await inner.Writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+                if (flushed.IsCompleted || flushed.IsCanceled)
+                {
+                    file.Dispose();
+                    return;
+                }
+
+                region = connection.TryBeginFileRegion(file, offset, length);
+            }
+            finally
+            {
+                if (region is null && !file.IsClosed)
+                {
+                    file.Dispose();
+                }
+            }
+
+            if (region is not null)
+            {
+                Interlocked.Increment(ref Stats.ZeroCopySends);
+                await SendZeroCopyAsync(inner, connection, region, length, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            Interlocked.Increment(ref Stats.ZeroCopyUnavailable);
+            file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.None);
+        }
+
         Interlocked.Increment(ref Stats.RingSends);
         bool inline = ReferenceEquals(connection.ApplicationScheduler, PipeScheduler.Inline);
         int bufferSize = (int)Math.Min(ChunkSize, (length + 4095) & ~4095L);
@@ -115,6 +172,66 @@ internal sealed class RingFileSender
         {
             // Unchanged from before the first read to after the last: the bytes are this version's.
             Cache!.Store(path, identity, fill);
+        }
+    }
+
+    /// <summary>
+    /// The zero-copy path is used only where Kestrel's response writer passes GetMemory/Advance straight
+    /// to this transport's output: cleartext (no TLS, no connection middleware replacing the transport)
+    /// HTTP/1.1 with a Content-Length, not chunked, and a body that is actually written (not HEAD, 204
+    /// or 304). Body wrappers (ResponseCompression) gate themselves: when they transform the body they
+    /// never call this sender.
+    /// </summary>
+    private static bool ZeroCopyGatesHold(HttpContext context, IIoUringConnectionFeature connection)
+    {
+        HttpResponse response = context.Response;
+        return connection.OwnsTransport
+            && context.Features.Get<ITlsConnectionFeature>() is null
+            && context.Features.Get<ITlsHandshakeFeature>() is null
+            && HttpProtocol.IsHttp11(context.Request.Protocol)
+            && !HttpMethods.IsHead(context.Request.Method)
+            && response.StatusCode is not (StatusCodes.Status204NoContent or StatusCodes.Status304NotModified)
+            && response.ContentLength.HasValue
+            && !response.Headers.ContainsKey(HeaderNames.TransferEncoding);
+    }
+
+    /// <summary>
+    /// Counts <paramref name="length"/> bytes through Kestrel's writer into <paramref name="region"/>
+    /// without writing them (the transport splices them from the file), one chunk per flush. Each
+    /// Advance must reach the region whole: if it did not, some layer buffered the never-written memory,
+    /// so the connection is reset before anything more can be sent.
+    /// </summary>
+    private async Task SendZeroCopyAsync(IHttpResponseBodyFeature inner, IIoUringConnectionFeature connection, FileRegion region, long length, CancellationToken cancellationToken)
+    {
+        PipeWriter writer = inner.Writer;
+        try
+        {
+            for (long left = length; left > 0;)
+            {
+                int n = (int)Math.Min(left, ZeroCopyChunk);
+                long before = region.Counted;
+                _ = writer.GetMemory(n);
+                writer.Advance(n);
+                if (region.Counted != before + n)
+                {
+                    connection.FailFileRegion(region, "Response bytes counted for a zero-copy file send did not reach the transport.");
+                    return;
+                }
+
+                left -= n;
+                Interlocked.Add(ref Stats.ZeroCopyBytes, n);
+                FlushResult flush = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    return;
+                }
+
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+        }
+        finally
+        {
+            connection.EndFileRegion(region);
         }
     }
 

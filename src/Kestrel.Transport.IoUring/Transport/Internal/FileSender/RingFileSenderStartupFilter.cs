@@ -29,13 +29,14 @@ internal sealed class RingFileSenderStartupFilter(RingFileSender sender, bool en
         IHttpResponseBodyFeature? body = connection is null ? null : context.Features.Get<IHttpResponseBodyFeature>();
         if (body is not null)
         {
-            // One wrapper per connection while Kestrel keeps handing out the same feature (HTTP/1.1):
-            // no allocation per request. It holds no request state, so HTTP/2 streams sharing or
-            // replacing the cached one are safe. No restore needed: Kestrel resets its request-level
-            // features for the next request.
-            if (connection!.ResponseBodyFeatureCache is not RingResponseBodyFeature wrapper || !ReferenceEquals(wrapper.Inner, body))
+            // One wrapper per connection while Kestrel keeps handing out the same feature and context
+            // (HTTP/1.1 reuses both): no allocation per request. It holds nothing but those references,
+            // so HTTP/2 streams replacing the cached one are safe. No restore needed: Kestrel resets its
+            // request-level features for the next request.
+            if (connection!.ResponseBodyFeatureCache is not RingResponseBodyFeature wrapper
+                || !ReferenceEquals(wrapper.Inner, body) || !ReferenceEquals(wrapper.Context, context))
             {
-                wrapper = new RingResponseBodyFeature(body, connection, sender);
+                wrapper = new RingResponseBodyFeature(context, body, connection, sender);
                 connection.ResponseBodyFeatureCache = wrapper;
             }
 
