@@ -80,7 +80,7 @@ PROFILES = {
 }
 STATIC_SAMPLE = ROOT / "samples" / "StaticFiles"
 STATIC_FILES = [("4k.bin", 4 * 1024), ("64k.bin", 64 * 1024), ("1m.bin", 1024 * 1024), ("100m.bin", 100 * 1024 * 1024)]
-STATIC_SERVERS = ["iouring", "sockets", "nginx"]
+STATIC_SERVERS = ["iouring", "iouring-inline", "sockets", "sockets-inline", "nginx"]
 
 
 class BenchError(Exception):
@@ -359,6 +359,9 @@ def load_command(gen, profile, port, connections, duration):
     headers = [f"{k}: {v}" for k, v in headers_for(profile, port).items()]
     if gen == "wrk":
         cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+        if profile.startswith("static"):
+            # 64 concurrent 100 MiB responses take seconds each: wrk's 2 s default would count them as errors.
+            cmd += ["--timeout", "30s"]
         for h in headers:
             cmd += ["-H", h]
         if depth > 1:
@@ -792,7 +795,8 @@ http {{
 """)
             self.cmd = ["taskset", "-c", SERVER_CPU, shutil.which("nginx") or "nginx", "-c", str(conf), "-p", log_dir]
         else:
-            self.cmd = ["taskset", "-c", SERVER_CPU, "dotnet", str(dll), "--transport", kind, "--root", root,
+            self.cmd = ["taskset", "-c", SERVER_CPU, "dotnet", str(dll), "--transport", kind.split("-")[0],
+                        *(["--inline"] if kind.endswith("-inline") else []), "--root", root,
                         "--urls", f"http://127.0.0.1:{port}"]
         self.proc = None
 
@@ -821,7 +825,7 @@ http {{
                 time.sleep(0.2)
         if self.kind != "nginx":
             rings = sum(1 for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir() if _readlink(fd) == "anon_inode:[io_uring]")
-            if (self.kind == "iouring") != (rings > 0):
+            if self.kind.startswith("iouring") != (rings > 0):
                 raise BenchError(f"{self.kind}: the server has {rings} io_uring instance(s); wrong transport\n"
                                  + Server.log_tail(self))
 
@@ -939,6 +943,14 @@ def run_static(args, gen, count_syscalls, notes):
                 lines.append(f"| {kind} | {name} | {fmt(s['rps'], 0)} | {fmt(s['mb_s'], 0)} | {fmt(s['cpu_us_per_req'], 2)} "
                              f"| {fmt(s['syscalls_per_req'], 2)} | {fmt(s['p50_ms'], 2)} | {fmt(s['p99_ms'], 2)} "
                              f"| {s['errors']} | {fmt(s['server_cpu_pct'], 0)}% |")
+    # Ratios the targets are stated in: io_uring against Sockets (same scheduling) and against nginx.
+    lines += ["", "| Ratio | File | req/s | MB/s | server CPU us/req |", "| --- | --- | ---: | ---: | ---: |"]
+    for a, b in [("iouring", "sockets"), ("iouring-inline", "sockets-inline"), ("iouring", "nginx"), ("iouring-inline", "nginx")]:
+        for name, _ in STATIC_FILES:
+            sa, sb = summaries.get((a, name)), summaries.get((b, name))
+            if sa and sb:
+                lines.append(f"| {a} / {b} | {name} | {ratio(sa['rps'], sb['rps'])} | {ratio(sa['mb_s'], sb['mb_s'])} "
+                             f"| {ratio(sa['cpu_us_per_req'], sb['cpu_us_per_req'])} |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     for n in notes:

@@ -157,6 +157,7 @@ internal static unsafe partial class Libc
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
     public const int O_CLOEXEC = 0x80000;
+    public const int F_SETPIPE_SZ = 1031;
     public const int F_GETPIPE_SZ = 1032;
 
     // --- <fcntl.h> (_GNU_SOURCE): splice(2) flags, also IORING_OP_SPLICE's splice_flags ---

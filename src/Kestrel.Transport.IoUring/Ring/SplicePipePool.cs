@@ -27,6 +27,9 @@ internal sealed class SplicePipe(int readFd, int writeFd, int capacity)
 /// </summary>
 internal sealed unsafe class SplicePipePool(int maxIdle) : IDisposable
 {
+    /// <summary>The pipe size asked for: 256 KiB, a quarter of the default pipe-max-size.</summary>
+    public const int PreferredCapacity = 256 * 1024;
+
     private readonly Stack<SplicePipe> _idle = new();
     private readonly Lock _lock = new();
     private bool _disposed;
@@ -60,6 +63,9 @@ internal sealed unsafe class SplicePipePool(int maxIdle) : IDisposable
             return false;
         }
 
+        // Larger than the default 64 KiB when allowed (pipe-max-size, pipe-user-pages-soft): fewer splice
+        // pairs per file. A refusal is fine: the pipe keeps its size, which F_GETPIPE_SZ reports.
+        Libc.fcntl(fds[1], Libc.F_SETPIPE_SZ, PreferredCapacity);
         int capacity = Libc.fcntl(fds[1], Libc.F_GETPIPE_SZ, 0);
         if (capacity <= 0)
         {

@@ -63,9 +63,9 @@ internal enum RegionStep
 internal sealed class IoUringOutputWriter(PipeWriter inner, IoUringConnection connection) : PipeWriter
 {
     /// <summary>A flush in a region returns once no more than this many counted bytes are unsent.</summary>
-    public const int Window = 64 * 1024;
+    public const int Window = 256 * 1024;
 
-    private const int ScratchSize = 64 * 1024;
+    public const int ScratchSize = 64 * 1024;
 
     // Never read, and written by nobody: what a region's GetMemory returns. Shared by all connections.
     private static byte[]? s_scratch;

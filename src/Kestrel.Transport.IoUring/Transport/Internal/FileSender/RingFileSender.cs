@@ -47,8 +47,8 @@ internal sealed class RingFileSender
 {
     public const int ChunkSize = 64 * 1024;
 
-    /// <summary>Bytes counted per GetMemory/Advance of a zero-copy send (and flushed after each).</summary>
-    public const int ZeroCopyChunk = IoUringOutputWriter.Window;
+    /// <summary>Bytes counted per GetMemory/Advance of a zero-copy send (the transport's scratch size).</summary>
+    public const int ZeroCopyChunk = IoUringOutputWriter.ScratchSize;
 
     public RingFileSender(IoUringTransportOptions options)
     {
@@ -206,6 +206,7 @@ internal sealed class RingFileSender
         PipeWriter writer = inner.Writer;
         try
         {
+            long sinceFlush = 0;
             for (long left = length; left > 0;)
             {
                 int n = (int)Math.Min(left, ZeroCopyChunk);
@@ -219,7 +220,16 @@ internal sealed class RingFileSender
                 }
 
                 left -= n;
+                sinceFlush += n;
                 Interlocked.Add(ref Stats.ZeroCopyBytes, n);
+                if (left > 0 && sinceFlush < IoUringOutputWriter.Window)
+                {
+                    continue;
+                }
+
+                // Once per window (and at the end): the flush hands the counted bytes to the send loop
+                // and waits while more than a window of them is unsent (backpressure).
+                sinceFlush = 0;
                 FlushResult flush = await writer.FlushAsync(cancellationToken).ConfigureAwait(false);
                 if (flush.IsCompleted || flush.IsCanceled)
                 {
