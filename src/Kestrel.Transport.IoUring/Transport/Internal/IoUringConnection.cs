@@ -225,7 +225,24 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
                 FlushInput();
             }
         }
-        else if (result == 0)
+        else
+        {
+            OnRecvEnded(result);
+        }
+
+        // The multishot ended without an error that ends the connection: arm it again.
+        ArmRecv();
+        if (!_recvArmed && !_recvDone && (_shutdownDone || _reactor.IsStopping))
+        {
+            // A cancelled receive may end with data instead of ECANCELED; nothing re-arms after shutdown.
+            EndReceive(null);
+        }
+    }
+
+    /// <summary>A receive that brought no bytes: the peer's FIN (0) or an error (negative errno).</summary>
+    private void OnRecvEnded(int result)
+    {
+        if (result == 0)
         {
             if (!_shutdownDone)
             {
@@ -237,14 +254,6 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         else
         {
             OnRecvError(-result);
-        }
-
-        // The multishot ended without an error that ends the connection: arm it again.
-        ArmRecv();
-        if (!_recvArmed && !_recvDone && (_shutdownDone || _reactor.IsStopping))
-        {
-            // A cancelled receive may end with data instead of ECANCELED; nothing re-arms after shutdown.
-            EndReceive(null);
         }
     }
 
@@ -264,18 +273,9 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
                 FlushInput();
             }
         }
-        else if (result == 0)
-        {
-            if (!_shutdownDone)
-            {
-                IoUringLog.ConnectionReadFin(_logger, ConnectionId);
-            }
-
-            EndReceive(null);
-        }
         else
         {
-            OnRecvError(-result);
+            OnRecvEnded(result);
         }
 
         if (_inputCompletePending)
