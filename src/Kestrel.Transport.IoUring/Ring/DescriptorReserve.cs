@@ -31,17 +31,6 @@ internal sealed class DescriptorReserve : IDisposable
         TryRefill();
     }
 
-    public int Held
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _held;
-            }
-        }
-    }
-
     /// <summary>Closes every reserved descriptor: the rest of the process may use them.</summary>
     public void Release()
     {

@@ -14,8 +14,6 @@ internal sealed class AcceptGate : IDisposable
     private readonly Lock _lock = new();
     private readonly List<Acceptor> _acceptors = [];
 
-    public int ReservedDescriptors => _reserve.Held;
-
     public void Add(Acceptor acceptor)
     {
         lock (_lock)

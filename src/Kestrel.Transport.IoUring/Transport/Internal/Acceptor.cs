@@ -282,14 +282,8 @@ internal sealed unsafe class Acceptor : IRingOwner
                 }
 
                 // Single-shot accepts still in flight would take the released reserve as soon as a
-                // connection arrives (a multishot accept has ended with this error): stop them so the
-                // backoff holds. Their completions find the backoff pending and do not re-arm.
-                if (_armed != 0)
-                {
-                    CancelArmed();
-                }
-
-                BackOff();
+                // connection arrives (a multishot accept has ended with this error).
+                StopAcceptingAndBackOff();
                 return;
             default:
                 // ECONNABORTED, EPROTO, EPERM (firewall), ENETDOWN...: one connection's problem.
@@ -307,15 +301,22 @@ internal sealed unsafe class Acceptor : IRingOwner
             return;
         }
 
-        if (acceptor._armed != 0)
+        acceptor.StopAcceptingAndBackOff();
+    }, this);
+
+    /// <summary>
+    /// Cancels the accepts in flight and backs off. Their final completions (ECANCELED, or an accept that
+    /// raced the cancel) find the backoff pending and do not re-arm; the backoff timer does.
+    /// </summary>
+    private void StopAcceptingAndBackOff()
+    {
+        if (_armed != 0)
         {
-            // Their final completions (ECANCELED, or an accept that raced the cancel) find the backoff
-            // pending and do not re-arm; the backoff timer does.
-            acceptor.CancelArmed();
+            CancelArmed();
         }
 
-        acceptor.BackOff();
-    }, this);
+        BackOff();
+    }
 
     /// <summary>One timer at a time: several accepts in flight may fail the same way.</summary>
     private void BackOff()
