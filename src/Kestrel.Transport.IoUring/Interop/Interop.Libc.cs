@@ -87,9 +87,12 @@ internal static unsafe partial class Libc
     public const int EBADF = 9;
     public const int EAGAIN = 11;
     public const int ENOMEM = 12;
+    public const int EACCES = 13;
     public const int EFAULT = 14;
     public const int EBUSY = 16;
     public const int EEXIST = 17;
+    public const int ENOTDIR = 20;
+    public const int EISDIR = 21;
     public const int EINVAL = 22;
     public const int ENFILE = 23;
     public const int EMFILE = 24;
@@ -156,6 +159,7 @@ internal static unsafe partial class Libc
     public const uint STATX_SIZE = 0x0200;
     public const int S_IFMT = 0xF000;
     public const int S_IFREG = 0x8000;
+    public const int O_RDONLY = 0;
     public const int O_CLOEXEC = 0x80000;
     public const int F_SETPIPE_SZ = 1031;
     public const int F_GETPIPE_SZ = 1032;
@@ -208,6 +212,10 @@ internal static unsafe partial class Libc
     /// <summary>fcntl(2) with one int argument (F_GETPIPE_SZ ignores it).</summary>
     [LibraryImport(LibcName, SetLastError = true)]
     public static partial int fcntl(int fd, int cmd, int arg);
+
+    /// <summary>open(2) without O_CREAT (so without the variadic mode argument).</summary>
+    [LibraryImport(LibcName, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string pathname, int flags);
 
     [LibraryImport(LibcName, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int statx(int dirfd, string pathname, int flags, uint mask, statx* statxbuf);

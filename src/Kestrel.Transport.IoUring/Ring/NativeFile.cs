@@ -1,4 +1,6 @@
+using System.Runtime.InteropServices;
 using Kestrel.Transport.IoUring.Interop;
+using Microsoft.Win32.SafeHandles;
 
 namespace Kestrel.Transport.IoUring.Ring;
 
@@ -39,6 +41,31 @@ internal static unsafe class NativeFile
             ToNanoseconds(buffer.stx_mtime),
             ToNanoseconds(buffer.stx_ctime));
         return true;
+    }
+
+    /// <summary>
+    /// Opens <paramref name="path"/> for reading. Unlike <c>File.OpenHandle</c>, which takes an advisory
+    /// <c>flock(LOCK_SH)</c> that lives as long as the descriptor, this takes no lock: the file sender
+    /// keeps a file open until its last read or splice completed, after the response may already be
+    /// over, and a lock held then would make a writer that opens the file exclusively (.NET's
+    /// <c>File.Create</c>) fail with "used by another process". Errors are the exceptions .NET throws.
+    /// </summary>
+    public static SafeFileHandle OpenRead(string path)
+    {
+        int fd = Libc.open(path, Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (fd < 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw errno switch
+            {
+                Libc.ENOENT => new FileNotFoundException($"Could not find file '{path}'.", path),
+                Libc.ENOTDIR => new DirectoryNotFoundException($"Could not find a part of the path '{path}'."),
+                Libc.EACCES or Libc.EPERM or Libc.EISDIR => new UnauthorizedAccessException($"Access to the path '{path}' is denied."),
+                _ => new IOException($"Opening '{path}' failed: {ErrnoText.Describe(errno)}", errno),
+            };
+        }
+
+        return new SafeFileHandle(fd, ownsHandle: true);
     }
 
     /// <summary>CLOCK_REALTIME now, in nanoseconds since the Unix epoch (the clock file timestamps use).</summary>

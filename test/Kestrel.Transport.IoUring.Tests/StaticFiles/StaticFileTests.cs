@@ -392,6 +392,52 @@ public class StaticFileTests(StaticFileFixture files, ITestOutputHelper output) 
         File.Delete(files.PathFor(name));
     }
 
+    // io_uring only: Kestrel's own SendFileAsync (the Sockets reference) opens files through FileStream,
+    // which holds an advisory flock for as long as it sends, so an exclusive open fails there.
+    [SkippableTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task RingFileSender_FileBeingSent_WriterCanOpenItExclusively(bool zeroCopy)
+    {
+        const long Size = 8L * 1024 * 1024;
+        string name = files.Create($"held-{zeroCopy}.bin", Size, seed: 9);
+        byte[] expected = files.Read(name);
+        var options = new TestHostOptions
+        {
+            Output = output,
+            ConfigureBuilder = builder => builder.Services.Configure<IoUringTransportOptions>(o => o.UseZeroCopyFileSend = zeroCopy),
+        };
+        await using TestHost host = await StartAsync(TransportKind.IoUring, options: options);
+        await using (RawConnection connection = await RawConnection.ConnectAsync(host.EndPoint, s => s.ReceiveBufferSize = 64 * 1024))
+        {
+            await connection.SendAsync($"GET /{name} HTTP/1.1\r\nHost: x\r\n\r\n");
+            Assert.Equal("HTTP/1.1 200 OK", await connection.ReadLineAsync());
+            while (!string.IsNullOrEmpty(await connection.ReadLineAsync()))
+            {
+            }
+
+            byte[] head = await connection.ReadExactlyAsync(64 * 1024);
+
+            // The sender holds the file open now (the client reads slowly); an exclusive open, as
+            // File.Create does, must not see a lock from it. Opened without truncating: the bytes stay.
+            using (FileStream exclusive = File.Open(files.PathFor(name), FileMode.Open, FileAccess.ReadWrite, FileShare.None))
+            {
+                Assert.Equal(Size, exclusive.Length);
+            }
+
+            byte[] rest = await connection.ReadExactlyAsync((int)(Size - head.Length));
+            Assert.Equal(expected, head.Concat(rest).ToArray());
+        }
+
+        FileSenderStats stats = Stats(host)!;
+        Assert.Equal(zeroCopy ? 1 : 0, stats.ZeroCopySends);
+        Assert.Equal(zeroCopy ? 0 : 1, stats.RingSends);
+        await host.StopAndVerifyAsync();
+        await AssertNoLiveReadersAsync();
+        await AssertNoLivePipesAsync();
+        File.Delete(files.PathFor(name));
+    }
+
     [SkippableTheory, AllTransports]
     public async Task StaticFiles_ClientResetsMidDownload_NothingLeaks(TransportKind transport)
     {

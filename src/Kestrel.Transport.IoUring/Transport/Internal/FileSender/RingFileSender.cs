@@ -105,7 +105,7 @@ internal sealed class RingFileSender
             return;
         }
 
-        SafeFileHandle file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.None);
+        SafeFileHandle file = NativeFile.OpenRead(path);
         if (length == 0)
         {
             file.Dispose();
@@ -148,7 +148,7 @@ internal sealed class RingFileSender
             }
 
             Interlocked.Increment(ref Stats.ZeroCopyUnavailable);
-            file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, FileOptions.None);
+            file = NativeFile.OpenRead(path);
         }
 
         Interlocked.Increment(ref Stats.RingSends);
