@@ -80,6 +80,10 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private int _spliceOutResult;
 
     // Closing
+    private const int OutputSendEnded = 1;              // _outputHandoff: EndSend ran first
+    private const int OutputConnectionClosedFired = 2;  // _outputHandoff: FireConnectionClosed ran first
+    private int _outputHandoff;             // which of the two ran first; the second completes the output reader
+    private Exception? _outputError;
     private Exception? _shutdownReason;
     private bool _shutdownDone;
     private bool _isClosed;
@@ -452,6 +456,26 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         {
             _connectionClosedFired.TrySetResult();
         }
+
+        if (Interlocked.Exchange(ref _outputHandoff, OutputConnectionClosedFired) == OutputSendEnded)
+        {
+            _reactor.Schedule(static state => ((IoUringConnection)state!).CompleteOutput(), this);
+        }
+    }
+
+    /// <summary>
+    /// Completes the output pipe's reader: from here the application's writes complete at once. Runs
+    /// only once the send side ended and ConnectionClosed's callbacks ran, in either order: Kestrel
+    /// aborts its output and the request from ConnectionClosed under a lock its response writes hold
+    /// too, and an application writing in a loop whose writes all complete synchronously would hold
+    /// that lock nearly always, keeping Kestrel from learning the connection is gone (RequestAborted
+    /// then fired only after the response's whole Content-Length had been "written"). Reactor thread,
+    /// or the thread pool once the reactor stopped.
+    /// </summary>
+    private void CompleteOutput()
+    {
+        _output.Reader.Complete(_outputError);
+        _outputError = null;
     }
 
     // ---------------- Send ----------------
@@ -880,7 +904,11 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
         _sendDone = true;
         Shutdown(_shutdownReason ?? unexpectedError);
-        _output.Reader.Complete(unexpectedError);
+        _outputError = unexpectedError;
+        if (Interlocked.Exchange(ref _outputHandoff, OutputSendEnded) == OutputConnectionClosedFired)
+        {
+            CompleteOutput();
+        }
 
         // No splice is in flight (EndSend never runs while a send is): every region can go now.
         foreach (FileRegion region in _writer.Close())
