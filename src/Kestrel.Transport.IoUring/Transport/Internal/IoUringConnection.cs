@@ -465,12 +465,11 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
 
     /// <summary>
     /// Completes the output pipe's reader: from here the application's writes complete at once. Runs
-    /// only once the send side ended and ConnectionClosed's callbacks ran, in either order: Kestrel
-    /// aborts its output and the request from ConnectionClosed under a lock its response writes hold
-    /// too, and an application writing in a loop whose writes all complete synchronously would hold
-    /// that lock nearly always, keeping Kestrel from learning the connection is gone (RequestAborted
-    /// then fired only after the response's whole Content-Length had been "written"). Reactor thread,
-    /// or the thread pool once the reactor stopped.
+    /// only once the send side ended and ConnectionClosed's callbacks ran, in either order. Kestrel
+    /// aborts its output and the request from ConnectionClosed, under a lock its response writes take
+    /// too; completing the reader first would let a write loop spin on completed writes, contending
+    /// for that lock, before Kestrel knows the connection is gone. Reactor thread, or the thread pool
+    /// once the reactor stopped.
     /// </summary>
     private void CompleteOutput()
     {
