@@ -30,9 +30,10 @@ grep -E "^\s*(Failed|Skipped) |Passed!|Failed!|error" "$results/console.log" | g
 passed=0; failed=0; skipped=0
 for trx in "$results"/*.trx; do
   [ -f "$trx" ] || continue
-  p=$(grep -o 'outcome="Passed"' "$trx" | wc -l)
-  f=$(grep -o 'outcome="Failed"' "$trx" | wc -l)
-  s=$(grep -o 'outcome="NotExecuted"' "$trx" | wc -l)
+  # Test results only: the run's <ResultSummary outcome="Failed"> would count as one more failure.
+  p=$(grep -o '<UnitTestResult [^>]*outcome="Passed"' "$trx" | wc -l)
+  f=$(grep -o '<UnitTestResult [^>]*outcome="Failed"' "$trx" | wc -l)
+  s=$(grep -o '<UnitTestResult [^>]*outcome="NotExecuted"' "$trx" | wc -l)
   passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
 done
 
