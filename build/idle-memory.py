@@ -8,11 +8,11 @@ server to settle, read VmRSS again, and report (RSS growth) / connections. Media
 the io_uring / Sockets ratio. Writes benchmarks/results/YYYY-MM-DD-HHMM-idle-memory-<commit>.md.
 
 Usage: python3 build/idle-memory.py [--connections 10000] [--runs 3] [--configs iouring,sockets]
-Python standard library only. Documented in benchmarks/README.md.
+Python standard library only; uses build/bench.py's build, port and limit helpers. Documented in
+benchmarks/README.md.
 """
 import argparse
 import datetime
-import resource
 import socket
 import statistics
 import subprocess
@@ -20,16 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "samples" / "PlatformBenchmarks"
-DLL = SAMPLE / "bin" / "Release" / "net10.0" / "PlatformBenchmarks.dll"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+
 REQUEST = b"GET /plaintext HTTP/1.1\r\nHost: bench\r\n\r\n"
 BODY = b"Hello, World!"
 LABELS = {"iouring": "io_uring", "sockets": "Sockets"}
-
-
-def log(text):
-    print(text, file=sys.stderr, flush=True)
 
 
 def rss_kib(pid):
@@ -37,21 +33,6 @@ def rss_kib(pid):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile(n):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(soft, n)
-    if hard != resource.RLIM_INFINITY and want > hard:
-        want = hard
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return want
 
 
 def one_request(sock):
@@ -72,8 +53,8 @@ def read_response(sock):
         raise RuntimeError(f"unexpected response: {data[:80]!r}")
 
 
-def start_server(config, port):
-    cmd = ["taskset", "-c", "0", "dotnet", str(DLL), "--transport", config, "--urls", f"http://127.0.0.1:{port}"]
+def start_server(dll, config, port):
+    cmd = ["taskset", "-c", bench.SERVER_CPU, "dotnet", str(dll), "--transport", config, "--urls", f"http://127.0.0.1:{port}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -89,9 +70,9 @@ def start_server(config, port):
     raise RuntimeError("server did not answer within 60 s")
 
 
-def measure(config, connections, settle_s):
-    port = free_port()
-    proc, cmd = start_server(config, port)
+def measure(dll, config, connections, settle_s):
+    port = bench.free_port()
+    proc, cmd = start_server(dll, config, port)
     sockets = []
     try:
         # Warm up (JIT, pools) on a few connections, then take the baseline.
@@ -128,24 +109,17 @@ def measure(config, connections, settle_s):
             proc.kill()
 
 
-def git(*args):
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connections", type=int, default=10000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--configs", default="iouring,sockets")
     p.add_argument("--settle", type=float, default=3.0, help="seconds to wait before each RSS reading")
-    p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--results-dir", type=Path, default=bench.ROOT / "benchmarks" / "results")
     args = p.parse_args()
 
-    limit = raise_nofile(args.connections + 1024)  # the server inherits it too
-    if limit < args.connections + 64:
-        sys.exit(f"RLIMIT_NOFILE is {limit}: too low for {args.connections} connections")
-    log("building samples/PlatformBenchmarks (Release) ...")
-    subprocess.run(["dotnet", "build", str(SAMPLE), "-c", "Release", "-nologo", "-v", "quiet"], check=True, cwd=ROOT)
+    bench.raise_fd_limit(args.connections + 1024)  # the server inherits it too
+    dll = bench.build_sample()
 
     configs = args.configs.split(",")
     results = {c: [] for c in configs}
@@ -153,16 +127,18 @@ def main():
     cmds = {}
     for run in range(1, args.runs + 1):
         for config in configs:  # interleaved: a drift of the machine hits both alike
-            log(f"[run {run}/{args.runs}] {config}: {args.connections} idle connections ...")
-            per_conn, before, after, cmd = measure(config, args.connections, args.settle)
+            bench.log(f"[run {run}/{args.runs}] {config}: {args.connections} idle connections ...")
+            per_conn, before, after, cmd = measure(dll, config, args.connections, args.settle)
             cmds[config] = " ".join(cmd[:-1] + ["http://127.0.0.1:PORT"])
             results[config].append(per_conn)
             raw.append((config, run, before, after, per_conn))
-            log(f"  RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB: {per_conn / 1024:.2f} KiB per connection")
+            bench.log(f"  RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB: {per_conn / 1024:.2f} KiB per connection")
 
     medians = {c: statistics.median(v) for c, v in results.items()}
     now = datetime.datetime.now(datetime.timezone.utc)
-    commit = git("rev-parse", "--short", "HEAD")
+    commit = bench.run_text(["git", "rev-parse", "--short", "HEAD"], check=False) or "nogit"
+    if bench.run_text(["git", "status", "--porcelain", "--untracked-files=no"], check=False):
+        commit += "-dirty"
     lines = [
         f"# Memory per idle keep-alive connection {now.isoformat(timespec='seconds')}",
         "",
@@ -187,7 +163,7 @@ def main():
     out = args.results_dir / f"{now:%Y-%m-%d-%H%M}-idle-memory-{commit}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    log(f"results: {out}")
+    bench.log(f"results: {out}")
 
 
 if __name__ == "__main__":
