@@ -171,7 +171,7 @@ def environment(args, dll):
         "server": str(dll),
         "command": ("build/bench.sh " if os.environ.get("BENCH_SERVER_PIDFILE") else "python3 build/bench.py ")
                    + shlex.join(sys.argv[1:]),
-        "runs": args.runs, "duration_s": args.duration, "warmup_s": args.warmup,
+        "runs": args.runs, "duration_s": args.duration, "warmup_s": args.warmup, "warmup_max_s": args.warmup_max,
         "pinning": f"server taskset -c {SERVER_CPU}, load generator taskset -c {CLIENT_CPU}",
     }
 
@@ -419,6 +419,60 @@ def drive(gen, profile, port, connections, duration):
     return parse_wrk(p.stdout) if gen == "wrk" else parse_bombardier(p.stdout)
 
 
+JIT_WINDOW_S = 3          # warm-up windows in which the tiered JIT must be quiet
+JIT_QUIET_TICKS = 1       # at most this many clock ticks (10 ms each) of JIT work in a quiet window
+JIT_QUIET_WINDOWS = 2     # consecutive quiet windows that end the warm-up
+
+
+def jit_ticks(pid):
+    """{thread id: utime + stime ticks} of the runtime's tiered-compilation thread(s) alive now (none for nginx)."""
+    ticks = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().startswith(".NET Tiered"):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks[task.name] = int(fields[11]) + int(fields[12])
+        except OSError:
+            pass  # the thread ended meanwhile
+    return ticks
+
+
+def jit_delta(before, after):
+    """JIT ticks between two jit_ticks() samples; a thread born in between counts whole (it worked then)."""
+    return sum(t - before.get(tid, 0) for tid, t in after.items())
+
+
+def warm_up(server, gen, profile, connections, args, prefix):
+    """
+    Drives the profile for --warmup seconds, then on in JIT_WINDOW_S windows until the server's tiered
+    JIT has been quiet for JIT_QUIET_WINDOWS windows running (or --warmup-max seconds have passed).
+    Under load on one CPU the runtime keeps re-jitting hot methods (tier 0 -> instrumented -> tier 1)
+    for 30-40 s; a fixed few-second warm-up measured that compilation as request cost. Returns
+    (seconds warmed, settled), settled None for a fixed warm-up.
+    """
+    if not args.warmup:
+        return 0, None
+    pid = server.proc.pid
+    log(f"{prefix} warm-up {args.warmup} s ...")
+    before = jit_ticks(pid)
+    drive(gen, profile, server.port, connections, args.warmup)
+    elapsed = args.warmup
+    if args.warmup_max <= args.warmup:
+        return elapsed, None  # a fixed warm-up (--quick, or --warmup-max no longer than --warmup)
+    quiet = 1 if jit_delta(before, jit_ticks(pid)) <= JIT_QUIET_TICKS * max(1, args.warmup // JIT_WINDOW_S) else 0
+    while quiet < JIT_QUIET_WINDOWS and elapsed + JIT_WINDOW_S <= args.warmup_max:
+        before = jit_ticks(pid)
+        drive(gen, profile, server.port, connections, JIT_WINDOW_S)
+        elapsed += JIT_WINDOW_S
+        work = jit_delta(before, jit_ticks(pid))
+        quiet = quiet + 1 if work <= JIT_QUIET_TICKS else 0
+        log(f"{prefix} warm-up {elapsed} s: JIT {work * 1000 // CLK_TCK} ms in the last {JIT_WINDOW_S} s")
+    settled = quiet >= JIT_QUIET_WINDOWS
+    if not settled:
+        log(f"{prefix} warning: the JIT was still busy after {elapsed} s (--warmup-max); measuring anyway")
+    return elapsed, settled
+
+
 def measure(server, gen, profile, connections, duration, count_syscalls):
     """One measured run: the load generator's numbers plus the server's costs over the same interval."""
     pid = server.proc.pid
@@ -541,7 +595,8 @@ def write_results(results_dir, env, tables, runs, notes):
           f"- Load generator: {env['load_generator']}",
           f"- Server: `{env['server']}`",
           f"- Command: `{env['command']}`",
-          f"- {env['runs']} run(s) of {env['duration_s']} s after a {env['warmup_s']} s warm-up; medians; "
+          f"- {env['runs']} run(s) of {env['duration_s']} s after a warm-up of {env['warmup_s']} s and then on until "
+          f"the server's JIT was quiet for {JIT_QUIET_WINDOWS * JIT_WINDOW_S} s (at most {env['warmup_max_s']} s); medians; "
           f"{env['pinning']}"]
     md += [f"- Note: {n}" for n in notes]
     chart = write_chart(base.with_suffix(".svg"), runs, env)
@@ -731,6 +786,9 @@ def parse_args():
     p.add_argument("--runs", type=int, help="measured runs per profile (default 3; --quick: 1)")
     p.add_argument("--duration", type=int, help="seconds per measured run (default 10; --quick: 3)")
     p.add_argument("--warmup", type=int, help="warm-up seconds before each measurement (default 5; --quick: 2)")
+    p.add_argument("--warmup-max", type=int,
+                   help="longest warm-up: after --warmup s it goes on in 3 s windows until the server's tiered JIT "
+                        "has been quiet for two windows, at most this long (default 90; --quick: the --warmup)")
     p.add_argument("--quick", action="store_true", help="smoke check: 1 short run")
     p.add_argument("--server-dll", type=Path, help="run this prebuilt server instead of building samples/PlatformBenchmarks")
     p.add_argument("--load-generator", choices=["wrk", "bombardier"], default="wrk")
@@ -745,6 +803,8 @@ def parse_args():
     a.runs = a.runs or (1 if a.quick else 3)
     a.duration = a.duration or (3 if a.quick else 10)
     a.warmup = a.warmup if a.warmup is not None else (2 if a.quick else 5)
+    a.warmup_max = a.warmup_max if a.warmup_max is not None else (a.warmup if a.quick else 90)
+    a.warmup_max = max(a.warmup_max, a.warmup)
     a.profiles = [x.strip() for x in a.profiles.split(",") if x.strip()]
     a.configs = [x.strip() for x in a.configs.split(",") if x.strip()]
     a.static_servers = [x.strip() for x in a.static_servers.split(",") if x.strip()]
@@ -911,9 +971,7 @@ def run_static(args, gen, count_syscalls, notes):
                     profile = f"static:{name}"
                     PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
                     prefix = f"{kind} / {name} ({connections} conns)"
-                    if args.warmup:
-                        log(f"{prefix} warm-up {args.warmup} s ...")
-                        drive(gen, profile, server.port, connections, args.warmup)
+                    warmed, settled = warm_up(server, gen, profile, connections, args, prefix)
                     these = []
                     for i in range(1, args.runs + 1):
                         log(f"{prefix} run {i}/{args.runs} ...", end=" ")
@@ -922,11 +980,15 @@ def run_static(args, gen, count_syscalls, notes):
                         r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
                         log(f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, "
                             f"{r['errors']} errors")
-                        r.update(config=kind, profile=profile, connections=connections, run=i)
+                        r.update(config=kind, profile=profile, connections=connections, run=i,
+                                 warmup_s=warmed, jit_settled=settled)
                         these.append(r)
                     runs += these
                     s = summarize(these)
                     s["mb_s"] = median(these, "mb_s")
+                    if settled is False:
+                        notes.append(f"{kind} / {name}: the JIT was still busy after the {warmed} s warm-up "
+                                     "limit (--warmup-max)")
                     summaries[(kind, name)] = s
             finally:
                 server.stop()
@@ -962,7 +1024,10 @@ def run_static(args, gen, count_syscalls, notes):
     base = Path(args.results_dir) / f"{stamp}-static-{env['commit']}"
     base.parent.mkdir(parents=True, exist_ok=True)
     body = ["# Static files: io_uring ring file sender vs Sockets vs nginx", "",
-            "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in env.items()] + ["", table]
+            "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in env.items()] + [""] \
+        + [f"Each file's measurement follows a warm-up of {args.warmup} s that goes on until the server's JIT was quiet "
+           f"for {JIT_QUIET_WINDOWS * JIT_WINDOW_S} s (at most {args.warmup_max} s); medians of {args.runs} runs.", ""] \
+        + [f"- Note: {n}" for n in notes] + ([""] if notes else []) + [table]
     base.with_suffix(".md").write_text("\n".join(body))
     base.with_suffix(".json").write_text(json.dumps({"environment": env, "runs": runs}, indent=2, default=str))
     print(f"\nresults: {base}.md (+ .json)")
@@ -1026,19 +1091,21 @@ def main():
             for profile, connections in steps:
                 step += 1
                 prefix = f"[{step}/{total}] {label} / {profile} ({connections} conns)"
-                if args.warmup:
-                    log(f"{prefix} warm-up {args.warmup} s ...")
-                    drive(gen, profile, server.port, connections, args.warmup)
+                warmed, settled = warm_up(server, gen, profile, connections, args, prefix)
                 these = []
                 for i in range(1, args.runs + 1):
                     log(f"{prefix} run {i}/{args.runs} ...", end=" ")
                     r = measure(server, gen, profile, connections, args.duration, count_syscalls)
                     log(f"{r['rps']:,.0f} req/s, {fmt(r['cpu_us_per_req'], 2)} us/req, "
                         f"{fmt(r['syscalls_per_req'], 2)} syscalls/req, {r['errors']} errors")
-                    r.update(config=config, profile=profile, connections=connections, run=i)
+                    r.update(config=config, profile=profile, connections=connections, run=i,
+                             warmup_s=warmed, jit_settled=settled)
                     these.append(r)
                 runs += these
                 summaries[profile][(config, connections)] = summarize(these)
+                if settled is False:
+                    notes.append(f"{label} / {profile} ({connections} conns): the JIT was still busy after the "
+                                 f"{warmed} s warm-up limit (--warmup-max)")
         finally:
             server.stop()
 
