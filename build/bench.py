@@ -150,10 +150,16 @@ def raise_fd_limit(needed):
                          f"raise it (ulimit -n {needed}) or drop the sweep profile")
 
 
-def environment(args, dll):
+def commit_label():
+    """The short commit, with -dirty when tracked files differ from it (results files name it)."""
     commit = run_text(["git", "rev-parse", "--short", "HEAD"], check=False) or "nogit"
     if run_text(["git", "status", "--porcelain", "--untracked-files=no"], check=False):
         commit += "-dirty"
+    return commit
+
+
+def environment(args, dll):
+    commit = commit_label()
     cpu = next((line.split(":", 1)[1].strip() for line in run_text(["lscpu"], check=False).splitlines()
                 if line.startswith("Model name:")), "unknown")
     runtimes = [line.split()[1] for line in run_text(["dotnet", "--list-runtimes"], check=False).splitlines()
@@ -331,9 +337,14 @@ def validate(server, profiles):
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ticks(stat_path):
+    """utime + stime, in clock ticks, from a /proc/PID/stat or /proc/PID/task/TID/stat file."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_us(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1_000_000 / CLK_TCK  # utime + stime of all threads
+    return cpu_ticks(f"/proc/{pid}/stat") * 1_000_000 / CLK_TCK  # all threads
 
 
 def context_switches(pid):
@@ -430,8 +441,7 @@ def jit_ticks(pid):
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             if (task / "comm").read_text().startswith(".NET Tiered"):
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                ticks[task.name] = int(fields[11]) + int(fields[12])
+                ticks[task.name] = cpu_ticks(task / "stat")
         except OSError:
             pass  # the thread ended meanwhile
     return ticks
@@ -442,13 +452,18 @@ def jit_delta(before, after):
     return sum(t - before.get(tid, 0) for tid, t in after.items())
 
 
-def warm_up(server, gen, profile, connections, args, prefix):
+def warmup_text(warmup, warmup_max):
+    return (f"a warm-up of {warmup} s and then on until the server's JIT was quiet for "
+            f"{JIT_QUIET_WINDOWS * JIT_WINDOW_S} s (at most {warmup_max} s)")
+
+
+def warm_up(server, gen, profile, connections, args, prefix, notes):
     """
     Drives the profile for --warmup seconds, then on in JIT_WINDOW_S windows until the server's tiered
     JIT has been quiet for JIT_QUIET_WINDOWS windows running (or --warmup-max seconds have passed).
     Under load on one CPU the runtime keeps re-jitting hot methods (tier 0 -> instrumented -> tier 1)
     for 30-40 s; a fixed few-second warm-up measured that compilation as request cost. Returns
-    (seconds warmed, settled), settled None for a fixed warm-up.
+    (seconds warmed, settled), settled None for a fixed warm-up; an unsettled one is added to notes.
     """
     if not args.warmup:
         return 0, None
@@ -470,6 +485,7 @@ def warm_up(server, gen, profile, connections, args, prefix):
     settled = quiet >= JIT_QUIET_WINDOWS
     if not settled:
         log(f"{prefix} warning: the JIT was still busy after {elapsed} s (--warmup-max); measuring anyway")
+        notes.append(f"{prefix}: the JIT was still busy after the {elapsed} s warm-up limit (--warmup-max)")
     return elapsed, settled
 
 
@@ -595,8 +611,7 @@ def write_results(results_dir, env, tables, runs, notes):
           f"- Load generator: {env['load_generator']}",
           f"- Server: `{env['server']}`",
           f"- Command: `{env['command']}`",
-          f"- {env['runs']} run(s) of {env['duration_s']} s after a warm-up of {env['warmup_s']} s and then on until "
-          f"the server's JIT was quiet for {JIT_QUIET_WINDOWS * JIT_WINDOW_S} s (at most {env['warmup_max_s']} s); medians; "
+          f"- {env['runs']} run(s) of {env['duration_s']} s after {warmup_text(env['warmup_s'], env['warmup_max_s'])}; medians; "
           f"{env['pinning']}"]
     md += [f"- Note: {n}" for n in notes]
     chart = write_chart(base.with_suffix(".svg"), runs, env)
@@ -971,7 +986,7 @@ def run_static(args, gen, count_syscalls, notes):
                     profile = f"static:{name}"
                     PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
                     prefix = f"{kind} / {name} ({connections} conns)"
-                    warmed, settled = warm_up(server, gen, profile, connections, args, prefix)
+                    warmed, settled = warm_up(server, gen, profile, connections, args, prefix, notes)
                     these = []
                     for i in range(1, args.runs + 1):
                         log(f"{prefix} run {i}/{args.runs} ...", end=" ")
@@ -986,9 +1001,6 @@ def run_static(args, gen, count_syscalls, notes):
                     runs += these
                     s = summarize(these)
                     s["mb_s"] = median(these, "mb_s")
-                    if settled is False:
-                        notes.append(f"{kind} / {name}: the JIT was still busy after the {warmed} s warm-up "
-                                     "limit (--warmup-max)")
                     summaries[(kind, name)] = s
             finally:
                 server.stop()
@@ -1025,8 +1037,7 @@ def run_static(args, gen, count_syscalls, notes):
     base.parent.mkdir(parents=True, exist_ok=True)
     body = ["# Static files: io_uring ring file sender vs Sockets vs nginx", "",
             "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in env.items()] + [""] \
-        + [f"Each file's measurement follows a warm-up of {args.warmup} s that goes on until the server's JIT was quiet "
-           f"for {JIT_QUIET_WINDOWS * JIT_WINDOW_S} s (at most {args.warmup_max} s); medians of {args.runs} runs.", ""] \
+        + [f"Each file's measurement follows {warmup_text(args.warmup, args.warmup_max)}; medians of {args.runs} runs.", ""] \
         + [f"- Note: {n}" for n in notes] + ([""] if notes else []) + [table]
     base.with_suffix(".md").write_text("\n".join(body))
     base.with_suffix(".json").write_text(json.dumps({"environment": env, "runs": runs}, indent=2, default=str))
@@ -1091,7 +1102,7 @@ def main():
             for profile, connections in steps:
                 step += 1
                 prefix = f"[{step}/{total}] {label} / {profile} ({connections} conns)"
-                warmed, settled = warm_up(server, gen, profile, connections, args, prefix)
+                warmed, settled = warm_up(server, gen, profile, connections, args, prefix, notes)
                 these = []
                 for i in range(1, args.runs + 1):
                     log(f"{prefix} run {i}/{args.runs} ...", end=" ")
@@ -1103,9 +1114,6 @@ def main():
                     these.append(r)
                 runs += these
                 summaries[profile][(config, connections)] = summarize(these)
-                if settled is False:
-                    notes.append(f"{label} / {profile} ({connections} conns): the JIT was still busy after the "
-                                 f"{warmed} s warm-up limit (--warmup-max)")
         finally:
             server.stop()
 

@@ -136,9 +136,7 @@ def main():
 
     medians = {c: statistics.median(v) for c, v in results.items()}
     now = datetime.datetime.now(datetime.timezone.utc)
-    commit = bench.run_text(["git", "rev-parse", "--short", "HEAD"], check=False) or "nogit"
-    if bench.run_text(["git", "status", "--porcelain", "--untracked-files=no"], check=False):
-        commit += "-dirty"
+    commit = bench.commit_label()
     lines = [
         f"# Memory per idle keep-alive connection {now.isoformat(timespec='seconds')}",
         "",
