@@ -203,6 +203,21 @@ def free_port():
 
 # ---------------------------------------------------------------- the server under test
 
+def track_pid(pid):
+    """Adds a started server to build/bench.sh's pid file (one per line): its trap kills them if we die."""
+    pidfile = os.environ.get("BENCH_SERVER_PIDFILE")
+    if pidfile:
+        with open(pidfile, "a") as f:
+            f.write(f"{pid}\n")
+
+
+def untrack_pid(pid):
+    pidfile = os.environ.get("BENCH_SERVER_PIDFILE")
+    if pidfile and os.path.exists(pidfile):
+        lines = [line for line in Path(pidfile).read_text().split() if line != str(pid)]
+        Path(pidfile).write_text("".join(f"{line}\n" for line in lines))
+
+
 class Server:
     def __init__(self, dll, config, port, log_dir):
         self.config, self.port = config, port
@@ -218,9 +233,7 @@ class Server:
         with open(self.log_path, "wb") as out:  # taskset execs dotnet: proc.pid is the server
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        pidfile = os.environ.get("BENCH_SERVER_PIDFILE")  # build/bench.sh's trap kills it if we die
-        if pidfile:
-            Path(pidfile).write_text(str(self.proc.pid))
+        track_pid(self.proc.pid)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
@@ -283,9 +296,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        pidfile = os.environ.get("BENCH_SERVER_PIDFILE")
-        if pidfile:
-            Path(pidfile).write_text("")
+        if self.proc:
+            untrack_pid(self.proc.pid)
 
 
 def fetch(port, path, headers):
@@ -612,6 +624,7 @@ def write_results(results_dir, env, tables, runs, notes):
           f"- Server: `{env['server']}`",
           f"- Command: `{env['command']}`",
           f"- {env['runs']} run(s) of {env['duration_s']} s after {warmup_text(env['warmup_s'], env['warmup_max_s'])}; medians; "
+          "runs interleaved (all servers up, each run goes round the configurations in turn); "
           f"{env['pinning']}"]
     md += [f"- Note: {n}" for n in notes]
     chart = write_chart(base.with_suffix(".svg"), runs, env)
@@ -882,9 +895,7 @@ http {{
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
-        pidfile = os.environ.get("BENCH_SERVER_PIDFILE")
-        if pidfile:
-            Path(pidfile).write_text(str(self.proc.pid))
+        track_pid(self.proc.pid)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
@@ -975,36 +986,40 @@ def run_static(args, gen, count_syscalls, notes):
     connections = PROFILES["static"][1][0]
     runs, summaries = [], {}
     servers = [s for s in STATIC_SERVERS if s in args.static_servers]
+    # All servers are up together and each measured run goes round them in turn (see main).
+    running = {}
     try:
         for kind in servers:
-            server = StaticServer(kind, dll, root, args.port or free_port(), work)
-            try:
-                log(f"starting {kind}: {shlex.join(server.cmd)}")
-                server.start()
-                validate_static(server, digests)
-                for name, size in STATIC_FILES:
-                    profile = f"static:{name}"
-                    PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
-                    prefix = f"{kind} / {name} ({connections} conns)"
-                    warmed, settled = warm_up(server, gen, profile, connections, args, prefix, notes)
-                    these = []
-                    for i in range(1, args.runs + 1):
-                        log(f"{prefix} run {i}/{args.runs} ...", end=" ")
-                        r = measure(server, gen, profile, connections, args.duration, count_syscalls)
-                        # From the bytes wrk read, not completed requests: a 100 MiB response may not finish in a short run.
-                        r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
-                        log(f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, "
-                            f"{r['errors']} errors")
-                        r.update(config=kind, profile=profile, connections=connections, run=i,
-                                 warmup_s=warmed, jit_settled=settled)
-                        these.append(r)
-                    runs += these
-                    s = summarize(these)
-                    s["mb_s"] = median(these, "mb_s")
-                    summaries[(kind, name)] = s
-            finally:
-                server.stop()
+            server = StaticServer(kind, dll, root, args.port + len(running) if args.port else free_port(), work)
+            running[kind] = server
+            log(f"starting {kind}: {shlex.join(server.cmd)}")
+            server.start()
+            validate_static(server, digests)
+        for name, size in STATIC_FILES:
+            profile = f"static:{name}"
+            PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
+            prefix = {k: f"{k} / {name} ({connections} conns)" for k in servers}
+            warmed = {k: warm_up(running[k], gen, profile, connections, args, prefix[k], notes) for k in servers}
+            these = {k: [] for k in servers}
+            for i in range(1, args.runs + 1):
+                for kind in servers:
+                    log(f"{prefix[kind]} run {i}/{args.runs} ...", end=" ")
+                    r = measure(running[kind], gen, profile, connections, args.duration, count_syscalls)
+                    # From the bytes wrk read, not completed requests: a 100 MiB response may not finish in a short run.
+                    r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
+                    log(f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, "
+                        f"{r['errors']} errors")
+                    r.update(config=kind, profile=profile, connections=connections, run=i,
+                             warmup_s=warmed[kind][0], jit_settled=warmed[kind][1])
+                    these[kind].append(r)
+            for kind in servers:
+                runs += these[kind]
+                s = summarize(these[kind])
+                s["mb_s"] = median(these[kind], "mb_s")
+                summaries[(kind, name)] = s
     finally:
+        for server in running.values():
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     lines = [f"### static: {PROFILES['static'][5]}", "",
@@ -1037,7 +1052,8 @@ def run_static(args, gen, count_syscalls, notes):
     base.parent.mkdir(parents=True, exist_ok=True)
     body = ["# Static files: io_uring ring file sender vs Sockets vs nginx", "",
             "| | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in env.items()] + [""] \
-        + [f"Each file's measurement follows {warmup_text(args.warmup, args.warmup_max)}; medians of {args.runs} runs.", ""] \
+        + [f"Each file's measurement follows {warmup_text(args.warmup, args.warmup_max)}; medians of {args.runs} runs, "
+           "interleaved (all servers up, each run goes round them in turn).", ""] \
         + [f"- Note: {n}" for n in notes] + ([""] if notes else []) + [table]
     base.with_suffix(".md").write_text("\n".join(body))
     base.with_suffix(".json").write_text(json.dumps({"environment": env, "runs": runs}, indent=2, default=str))
@@ -1088,33 +1104,39 @@ def main():
         notes.append(f"prebuilt server {dll}, not a fresh build of samples/PlatformBenchmarks")
     env = environment(args, dll)
 
+    # Every configuration's server is up for the whole run and each measured run goes round all of
+    # them in turn (run 1 of each, then run 2 of each, ...): on a shared machine whose speed drifts
+    # over minutes, configurations measured one after another would compare different machines.
     steps = [(p, c) for p in args.profiles for c in PROFILES[p][1]]
-    total, step = len(steps) * len(args.configs), 0
+    total = len(steps)
     runs, summaries = [], {p: {} for p in args.profiles}
     log_dir = tempfile.mkdtemp(prefix="bench-")
-    for config in args.configs:
-        label = CONFIGS[config][0]
-        server = Server(dll, config, args.port or free_port(), log_dir)
-        try:
-            log(f"starting {label}: {shlex.join(server.cmd)}")
+    servers = {}
+    try:
+        for config in args.configs:
+            server = Server(dll, config, args.port + len(servers) if args.port else free_port(), log_dir)
+            servers[config] = server
+            log(f"starting {CONFIGS[config][0]}: {shlex.join(server.cmd)}")
             server.start()
             validate(server, args.profiles)
-            for profile, connections in steps:
-                step += 1
-                prefix = f"[{step}/{total}] {label} / {profile} ({connections} conns)"
-                warmed, settled = warm_up(server, gen, profile, connections, args, prefix, notes)
-                these = []
-                for i in range(1, args.runs + 1):
-                    log(f"{prefix} run {i}/{args.runs} ...", end=" ")
-                    r = measure(server, gen, profile, connections, args.duration, count_syscalls)
+        for step, (profile, connections) in enumerate(steps, 1):
+            prefix = {c: f"[{step}/{total}] {CONFIGS[c][0]} / {profile} ({connections} conns)" for c in args.configs}
+            warmed = {c: warm_up(servers[c], gen, profile, connections, args, prefix[c], notes) for c in args.configs}
+            these = {c: [] for c in args.configs}
+            for i in range(1, args.runs + 1):
+                for config in args.configs:
+                    log(f"{prefix[config]} run {i}/{args.runs} ...", end=" ")
+                    r = measure(servers[config], gen, profile, connections, args.duration, count_syscalls)
                     log(f"{r['rps']:,.0f} req/s, {fmt(r['cpu_us_per_req'], 2)} us/req, "
                         f"{fmt(r['syscalls_per_req'], 2)} syscalls/req, {r['errors']} errors")
                     r.update(config=config, profile=profile, connections=connections, run=i,
-                             warmup_s=warmed, jit_settled=settled)
-                    these.append(r)
-                runs += these
-                summaries[profile][(config, connections)] = summarize(these)
-        finally:
+                             warmup_s=warmed[config][0], jit_settled=warmed[config][1])
+                    these[config].append(r)
+            for config in args.configs:
+                runs += these[config]
+                summaries[profile][(config, connections)] = summarize(these[config])
+    finally:
+        for server in servers.values():
             server.stop()
 
     tables = [profile_tables(p, summaries[p], args.configs) for p in args.profiles]

@@ -10,15 +10,17 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 65536 ]; then
   ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fi
 
-# bench.py stops the server itself; this trap covers bench.py dying without its finally blocks.
+# bench.py stops the servers itself; this trap covers bench.py dying without its finally blocks.
 pidfile=$(mktemp)
+# The servers of one run are up together (runs are interleaved), so the file holds one pid per line.
 cleanup() {
   local pid
-  pid=$(cat "$pidfile" 2>/dev/null)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    echo "bench.sh: killing leftover server $pid" >&2
-    kill -KILL "$pid" 2>/dev/null
-  fi
+  for pid in $(cat "$pidfile" 2>/dev/null); do
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "bench.sh: killing leftover server $pid" >&2
+      kill -KILL "$pid" 2>/dev/null
+    fi
+  done
   rm -f "$pidfile"
 }
 trap cleanup EXIT
