@@ -34,12 +34,14 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup-max", type=int, default=90,
+                   help="longest warm-up while the server's tiered JIT is still busy (as build/bench.py)")
     p.add_argument("--results-dir", type=Path, default=bench.ROOT / "benchmarks" / "results")
     args = p.parse_args()
     profiles, configs = args.profiles.split(","), args.configs.split(",")
     dll = bench.build_sample()
     log_dir = tempfile.mkdtemp(prefix="alloc-")
-    rows = {}
+    rows, notes = {}, []
     for config in configs:
         server = bench.Server(dll, config, bench.free_port(), log_dir)
         server.cmd[server.cmd.index("--urls"):server.cmd.index("--urls")] = ["--alloc-stats"]
@@ -47,7 +49,9 @@ def main():
         try:
             for profile in profiles:
                 connections = bench.PROFILES[profile][1][0]
-                bench.drive("wrk", profile, server.port, connections, args.warmup)
+                # Allocations fall as tiering settles (tier 0 and instrumented code box and allocate more).
+                bench.warm_up(server, "wrk", profile, connections, args,
+                              f"{bench.CONFIGS[config][0]} / {profile}", notes)
                 values = []
                 for i in range(args.runs):
                     before = allocated(server.port)
@@ -66,7 +70,7 @@ def main():
         lines.append(f"| {profile} | " + " | ".join(f"{rows[(c, profile)]:,.0f}" for c in configs) + " |")
     table = "\n".join(lines)
     print("\nManaged bytes allocated per request (median of runs):\n" + table)
-    commit = bench.run_text(["git", "rev-parse", "--short", "HEAD"], check=False) or "nogit"
+    commit = bench.commit_label()
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     out = args.results_dir / f"{stamp}-allocations-{commit}.md"
     out.write_text(f"""# Managed allocations per request
@@ -74,10 +78,10 @@ def main():
 - Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}, commit {commit}
 - Command: `python3 build/allocations.py {' '.join(sys.argv[1:])}`
 - Server: samples/PlatformBenchmarks --alloc-stats, taskset -c {bench.SERVER_CPU}; wrk taskset -c {bench.CLIENT_CPU};
-  {args.warmup} s warm-up, then {args.runs} runs of {args.duration} s per profile; bytes = delta of
+  {bench.warmup_text(args.warmup, args.warmup_max)}, then {args.runs} runs of {args.duration} s per profile; bytes = delta of
   GC.GetTotalAllocatedBytes(precise: true) over a run / requests in that run; median of the runs.
 - Everything the process allocates counts: Kestrel, the transport, the application, the runtime.
-
+{"".join(f"- Note: {n}" + chr(10) for n in notes)}
 Managed bytes allocated per request:
 
 {table}
