@@ -90,8 +90,4 @@ Managed bytes allocated per request:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except bench.BenchError as e:
-        bench.log(f"allocations: error: {e}")
-        sys.exit(1)
+    bench.run_script(main, "allocations")

@@ -824,6 +824,8 @@ def parse_args():
     p.add_argument("--no-perf", action="store_true", help="do not count syscalls (perf adds a little overhead per syscall)")
     p.add_argument("--static-servers", default=",".join(STATIC_SERVERS),
                    help="static profile: comma-separated subset of: " + ", ".join(STATIC_SERVERS))
+    p.add_argument("--static-files", default=",".join(n for n, _ in STATIC_FILES),
+                   help="static profile: comma-separated subset of: " + ", ".join(n for n, _ in STATIC_FILES))
     p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--chart-from", type=Path, metavar="FILE.json",
                    help="only redraw FILE.svg from an earlier run's FILE.json (and reference it from FILE.md); runs nothing")
@@ -836,6 +838,10 @@ def parse_args():
     a.profiles = [x.strip() for x in a.profiles.split(",") if x.strip()]
     a.configs = [x.strip() for x in a.configs.split(",") if x.strip()]
     a.static_servers = [x.strip() for x in a.static_servers.split(",") if x.strip()]
+    a.static_files = [x.strip() for x in a.static_files.split(",") if x.strip()]
+    unknown_files = [f for f in a.static_files if f not in dict(STATIC_FILES)]
+    if unknown_files or not a.static_files:
+        p.error(f"unknown static file(s) {unknown_files}; choose from {', '.join(n for n, _ in STATIC_FILES)}")
     if "static" in a.profiles and len(a.profiles) > 1:
         p.error("the static profile runs alone (--profiles static): it starts its own servers")
     for name, known, values in (("profile", PROFILES, a.profiles), ("config", CONFIGS, a.configs)):
@@ -995,7 +1001,7 @@ def run_static(args, gen, count_syscalls, notes):
             log(f"starting {kind}: {shlex.join(server.cmd)}")
             server.start()
             validate_static(server, digests)
-        for name, size in STATIC_FILES:
+        for name, size in [f for f in STATIC_FILES if f[0] in args.static_files]:
             profile = f"static:{name}"
             PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
             prefix = {k: f"{k} / {name} ({connections} conns)" for k in servers}
@@ -1147,12 +1153,17 @@ def main():
     print(f"\nresults: {path} (+ .json, .svg chart); server logs: {log_dir}")
 
 
-if __name__ == "__main__":
+def run_script(main_function, name):
+    """Runs a benchmark script's main: a BenchError is one line and exit 1, Ctrl+C exit 130."""
     try:
-        main()
+        main_function()
     except BenchError as e:
-        log(f"bench: error: {e}")
+        log(f"{name}: error: {e}")
         sys.exit(1)
     except KeyboardInterrupt:
-        log("bench: interrupted")
+        log(f"{name}: interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_script(main, "bench")

@@ -45,7 +45,10 @@ KERNEL_BUCKETS = [
     # processing, io_uring task work), which a self-time profile cannot tell apart.
     ("kernel: interrupts re-enabled (deferred samples)", re.compile(
         r"^(_raw_spin_unlock_irqrestore|_raw_spin_unlock_irq|irqentry_exit|__local_bh_enable_ip|"
-        r"local_bh_enable|_raw_spin_unlock_bh|__raw_spin_unlock_irq)")),
+        r"local_bh_enable|_raw_spin_unlock_bh|__raw_spin_unlock_irq|handle_softirqs)")),
+    # sched_yield: on one CPU every SpinWait / Thread.Sleep(0) of the runtime (thread-pool workers
+    # spinning before they block, contended locks) is a yield system call.
+    ("kernel: sched_yield (runtime spin-waits)", re.compile(r"^(do_sched_yield|__x64_sys_sched_yield|yield_task)")),
     ("kernel: scheduler, futex, wake-ups", re.compile(
         r"^(__?schedule|schedule|finish_task_switch|__switch_to|switch_mm|try_to_wake_up|ttwu|wake_up|__wake_up|"
         r"enqueue_|dequeue_|pick_next|put_prev|set_next|update_curr|update_load|update_cfs|update_rq|select_task|"
@@ -285,9 +288,12 @@ def render(args, env, configs, results, notes, connections):
     for c in configs:
         run, rows = results[c]
         total = sum(pct for pct, _, _ in rows) or 1.0
-        lines += ["", f"### {c}: hottest symbols (self)", "", "| % of samples | us/request | bucket | symbol |",
-                  "| ---: | ---: | --- | --- |"]
-        for pct, dso, sym in sorted(rows, key=lambda r: -r[0])[:args.top]:
+        hottest = sorted(rows, key=lambda r: -r[0])
+        # The hottest symbols, then the hottest of the catch-all buckets (so "other" is not a black box).
+        listed = hottest[:args.top] + [r for r in hottest[args.top:] if bucket(r[1], r[2]).endswith("other")][:args.top // 2]
+        lines += ["", f"### {c}: hottest symbols (self), then the hottest of the 'other' buckets", "",
+                  "| % of samples | us/request | bucket | symbol |", "| ---: | ---: | --- | --- |"]
+        for pct, dso, sym in listed:
             where = "jitted" if dso.startswith("[JIT]") or dso.startswith("perf-") else dso
             lines.append(f"| {pct / total * 100:.1f} | {pct / total * run['cpu_us_per_req']:.2f} | {bucket(dso, sym)} "
                          f"| `{short_symbol(sym).replace('|', '/')}` ({where}) |")
@@ -295,11 +301,4 @@ def render(args, env, configs, results, notes, connections):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except bench.BenchError as e:
-        bench.log(f"profile: error: {e}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        bench.log("profile: interrupted")
-        sys.exit(130)
+    bench.run_script(main, "profile")
