@@ -540,6 +540,26 @@ def measure(server, gen, profile, connections, duration, count_syscalls):
     }
 
 
+def interleaved_runs(servers, gen, profile, connections, args, count_syscalls, prefixes, notes, describe):
+    """
+    Warms every server up for this profile, then measures --runs rounds, each round going through
+    the servers in turn (run 1 of each, then run 2 of each, ...): on a shared machine whose speed
+    drifts over minutes, servers measured one after another would compare different machines.
+    describe(r) annotates a run and returns its progress text. Returns {key: [runs]}.
+    """
+    warmed = {k: warm_up(s, gen, profile, connections, args, prefixes[k], notes) for k, s in servers.items()}
+    these = {k: [] for k in servers}
+    for i in range(1, args.runs + 1):
+        for key, server in servers.items():
+            log(f"{prefixes[key]} run {i}/{args.runs} ...", end=" ")
+            r = measure(server, gen, profile, connections, args.duration, count_syscalls)
+            log(describe(r))
+            r.update(config=key, profile=profile, connections=connections, run=i,
+                     warmup_s=warmed[key][0], jit_settled=warmed[key][1])
+            these[key].append(r)
+    return these
+
+
 # ---------------------------------------------------------------- reporting
 
 METRICS = ["rps", "cpu_us_per_req", "syscalls_per_req", "ctx_per_req", "p50_ms", "p99_ms", "server_cpu_pct"]
@@ -978,6 +998,20 @@ def build_static_sample():
     return dll
 
 
+def static_profile(name, connections):
+    """Registers the load profile 'static:NAME' (GET /NAME, keep-alive) and returns its key."""
+    profile = f"static:{name}"
+    PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, f"GET /{name}, {connections} connections")
+    return profile
+
+
+def static_run_text(r):
+    """Adds MB/s to a static run and returns its progress text."""
+    # From the bytes wrk read, not completed requests: a 100 MiB response may not finish in a short run.
+    r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
+    return f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, {r['errors']} errors"
+
+
 def run_static(args, gen, count_syscalls, notes):
     if not ensure_tool("nginx", "nginx"):
         raise BenchError("nginx is missing and could not be installed (apt-get install nginx)")
@@ -992,7 +1026,7 @@ def run_static(args, gen, count_syscalls, notes):
     connections = PROFILES["static"][1][0]
     runs, summaries = [], {}
     servers = [s for s in STATIC_SERVERS if s in args.static_servers]
-    # All servers are up together and each measured run goes round them in turn (see main).
+    # All servers are up together and each measured run goes round them in turn (interleaved_runs).
     running = {}
     try:
         for kind in servers:
@@ -1002,22 +1036,9 @@ def run_static(args, gen, count_syscalls, notes):
             server.start()
             validate_static(server, digests)
         for name, size in [f for f in STATIC_FILES if f[0] in args.static_files]:
-            profile = f"static:{name}"
-            PROFILES[profile] = ("/" + name, [connections], "*/*", "keep-alive", 1, name)
-            prefix = {k: f"{k} / {name} ({connections} conns)" for k in servers}
-            warmed = {k: warm_up(running[k], gen, profile, connections, args, prefix[k], notes) for k in servers}
-            these = {k: [] for k in servers}
-            for i in range(1, args.runs + 1):
-                for kind in servers:
-                    log(f"{prefix[kind]} run {i}/{args.runs} ...", end=" ")
-                    r = measure(running[kind], gen, profile, connections, args.duration, count_syscalls)
-                    # From the bytes wrk read, not completed requests: a 100 MiB response may not finish in a short run.
-                    r["mb_s"] = (r["bytes_read"] or 0) / r["seconds"] / 1e6 if r["seconds"] else None
-                    log(f"{r['rps']:,.0f} req/s, {r['mb_s']:,.0f} MB/s, {fmt(r['cpu_us_per_req'], 1)} us/req, "
-                        f"{r['errors']} errors")
-                    r.update(config=kind, profile=profile, connections=connections, run=i,
-                             warmup_s=warmed[kind][0], jit_settled=warmed[kind][1])
-                    these[kind].append(r)
+            profile = static_profile(name, connections)
+            these = interleaved_runs(running, gen, profile, connections, args, count_syscalls,
+                                     {k: f"{k} / {name} ({connections} conns)" for k in servers}, notes, static_run_text)
             for kind in servers:
                 runs += these[kind]
                 s = summarize(these[kind])
@@ -1110,9 +1131,7 @@ def main():
         notes.append(f"prebuilt server {dll}, not a fresh build of samples/PlatformBenchmarks")
     env = environment(args, dll)
 
-    # Every configuration's server is up for the whole run and each measured run goes round all of
-    # them in turn (run 1 of each, then run 2 of each, ...): on a shared machine whose speed drifts
-    # over minutes, configurations measured one after another would compare different machines.
+    # Every configuration's server is up for the whole run; interleaved_runs says why.
     steps = [(p, c) for p in args.profiles for c in PROFILES[p][1]]
     total = len(steps)
     runs, summaries = [], {p: {} for p in args.profiles}
@@ -1126,18 +1145,10 @@ def main():
             server.start()
             validate(server, args.profiles)
         for step, (profile, connections) in enumerate(steps, 1):
-            prefix = {c: f"[{step}/{total}] {CONFIGS[c][0]} / {profile} ({connections} conns)" for c in args.configs}
-            warmed = {c: warm_up(servers[c], gen, profile, connections, args, prefix[c], notes) for c in args.configs}
-            these = {c: [] for c in args.configs}
-            for i in range(1, args.runs + 1):
-                for config in args.configs:
-                    log(f"{prefix[config]} run {i}/{args.runs} ...", end=" ")
-                    r = measure(servers[config], gen, profile, connections, args.duration, count_syscalls)
-                    log(f"{r['rps']:,.0f} req/s, {fmt(r['cpu_us_per_req'], 2)} us/req, "
-                        f"{fmt(r['syscalls_per_req'], 2)} syscalls/req, {r['errors']} errors")
-                    r.update(config=config, profile=profile, connections=connections, run=i,
-                             warmup_s=warmed[config][0], jit_settled=warmed[config][1])
-                    these[config].append(r)
+            prefixes = {c: f"[{step}/{total}] {CONFIGS[c][0]} / {profile} ({connections} conns)" for c in args.configs}
+            these = interleaved_runs(servers, gen, profile, connections, args, count_syscalls, prefixes, notes,
+                                     lambda r: f"{r['rps']:,.0f} req/s, {fmt(r['cpu_us_per_req'], 2)} us/req, "
+                                               f"{fmt(r['syscalls_per_req'], 2)} syscalls/req, {r['errors']} errors")
             for config in args.configs:
                 runs += these[config]
                 summaries[profile][(config, connections)] = summarize(these[config])

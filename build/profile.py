@@ -227,8 +227,7 @@ def main():
         static_root = os.path.join(work, "www")
         os.mkdir(static_root)
         bench.make_static_files(static_root)
-        name = args.profile[len("static:"):]
-        bench.PROFILES[args.profile] = ("/" + name, [64], "*/*", "keep-alive", 1, f"GET /{name}, 64 connections")
+        bench.static_profile(args.profile[len("static:"):], bench.PROFILES["static"][1][0])
     connections = args.connections or bench.PROFILES[args.profile][1][0]
     notes, results = [], {}
     try:
@@ -290,7 +289,7 @@ def render(args, env, configs, results, notes, connections):
         total = sum(pct for pct, _, _ in rows) or 1.0
         hottest = sorted(rows, key=lambda r: -r[0])
         # The hottest symbols, then the hottest of the catch-all buckets (so "other" is not a black box).
-        listed = hottest[:args.top] + [r for r in hottest[args.top:] if bucket(r[1], r[2]).endswith("other")][:args.top // 2]
+        listed = hottest[:args.top] + [r for r in hottest[args.top:] if "other" in bucket(r[1], r[2])][:args.top // 2]
         lines += ["", f"### {c}: hottest symbols (self), then the hottest of the 'other' buckets", "",
                   "| % of samples | us/request | bucket | symbol |", "| ---: | ---: | --- | --- |"]
         for pct, dso, sym in listed:
