@@ -142,6 +142,7 @@ internal static unsafe partial class Libc
     public const int SO_REUSEPORT = 15;
     public const int IPPROTO_TCP = 6;
     public const int TCP_NODELAY = 1;
+    public const int TCP_NOTSENT_LOWAT = 25;
     public const int SHUT_RD = 0;
     public const int SHUT_WR = 1;
     public const int SHUT_RDWR = 2;

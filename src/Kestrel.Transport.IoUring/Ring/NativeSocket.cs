@@ -20,6 +20,13 @@ internal static unsafe class NativeSocket
         Libc.setsockopt(fd, Libc.IPPROTO_TCP, Libc.TCP_NODELAY, &value, sizeof(int));
     }
 
+    /// <summary>TCP_NOTSENT_LOWAT: the most unsent bytes the socket queues before it stops accepting more.</summary>
+    public static void SetNotSentLowWatermark(int fd, int bytes)
+    {
+        // &bytes is a parameter on the stack that outlives the synchronous call.
+        Libc.setsockopt(fd, Libc.IPPROTO_TCP, Libc.TCP_NOTSENT_LOWAT, &bytes, sizeof(int));
+    }
+
     /// <summary>SO_LINGER {on, 0}: the next close sends RST instead of FIN.</summary>
     public static void SetLingerZero(int fd)
     {

@@ -38,6 +38,18 @@ public sealed class IoUringTransportOptions
     public long? MaxWriteBufferSize { get; set; } = 64 * 1024;
 
     /// <summary>
+    /// TCP_NOTSENT_LOWAT on accepted TCP connections: the most bytes a connection's kernel send queue
+    /// holds beyond what the peer's receive window admits. The rest of a large response (a static
+    /// file, a big body) waits in the transport instead, and goes out from the server's own thread
+    /// when the window opens, rather than being transmitted later inside the peer's acknowledgements:
+    /// on loopback that work otherwise lands on the client's CPU. It also keeps a slow reader from
+    /// holding megabytes of kernel memory. Null leaves the system's setting
+    /// (net.ipv4.tcp_notsent_lowat, unlimited by default).
+    /// </summary>
+    /// <remarks>Defaults to 64 KiB.</remarks>
+    public int? NotSentLowWatermark { get; set; } = 64 * 1024;
+
+    /// <summary>
     /// Runs Kestrel's request processing and the application's code inline on the reactor thread that
     /// received the data, instead of on the thread pool. This is the fastest mode, but any application
     /// code that blocks (synchronous I/O, locks, <c>Thread.Sleep</c>, <c>.Result</c>) stalls every other

@@ -110,6 +110,11 @@ public class KestrelLimitsTests(ITestOutputHelper output)
     public async Task MinResponseDataRate_ClientNeverReads_ConnectionAborted(TransportKind transport)
     {
         var aborted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        // What the application got through, for the message if the abort never comes: many more bytes than
+        // the socket buffers hold (about 4 MiB) would mean the transport accepted writes it could not send;
+        // a write that stopped returning long ago would mean Kestrel's write timeout did not fire.
+        long written = 0;
+        var sinceLastWrite = Stopwatch.StartNew();
         await using TestHost host = await TestHost.StartAsync(transport, async ctx =>
         {
             ctx.RequestAborted.Register(() => aborted.TrySetResult());
@@ -119,6 +124,11 @@ public class KestrelLimitsTests(ITestOutputHelper output)
                 for (int i = 0; i < 4096 && !ctx.RequestAborted.IsCancellationRequested; i++)
                 {
                     await ctx.Response.Body.WriteAsync(chunk, ctx.RequestAborted);
+                    Interlocked.Add(ref written, chunk.Length);
+                    lock (sinceLastWrite)
+                    {
+                        sinceLastWrite.Restart();
+                    }
                 }
             }
             catch (Exception e) when (e is OperationCanceledException or IOException)
@@ -133,8 +143,18 @@ public class KestrelLimitsTests(ITestOutputHelper output)
             // allows each write bytes/rate seconds (at least the grace period), so the rate is high
             // enough here that the megabytes the socket buffers absorb first do not buy minutes.
             var clock = Stopwatch.StartNew();
-            await aborted.Task.WaitAsync(TimeSpan.FromSeconds(20));
-            output.WriteLine($"{transport}: non-reading client aborted after {clock.Elapsed.TotalSeconds:0.0} s");
+            if (await Task.WhenAny(aborted.Task, Task.Delay(TimeSpan.FromSeconds(20))) != aborted.Task)
+            {
+                double idle;
+                lock (sinceLastWrite)
+                {
+                    idle = sinceLastWrite.Elapsed.TotalSeconds;
+                }
+
+                Assert.Fail($"{transport}: RequestAborted did not fire within 20 s of a client that never reads; the application had written {Interlocked.Read(ref written):N0} bytes, the last write returned {idle:0.0} s ago.");
+            }
+
+            output.WriteLine($"{transport}: non-reading client aborted after {clock.Elapsed.TotalSeconds:0.0} s, {Interlocked.Read(ref written):N0} bytes written");
             await ReadUntilClosedAsync(client);
         }
 

@@ -34,7 +34,7 @@ internal sealed unsafe class Acceptor : IRingOwner
     private readonly Reactor _reactor;
     private readonly bool _spread;
     private readonly bool _isIp;
-    private readonly bool _inheritsNoDelay;
+    private readonly bool _inheritsSocketOptions; // TCP_NODELAY and TCP_NOTSENT_LOWAT were set on the listen socket
     private readonly EndPoint? _fixedLocalEndPoint; // the local address when it cannot vary per connection
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly bool _multishot;
@@ -47,9 +47,9 @@ internal sealed unsafe class Acceptor : IRingOwner
     private bool _backoffPending;
     private long _lastBackoffLog = long.MinValue / 2;
 
-    public Acceptor(IoUringConnectionListener listener, Socket socket, int reactorIndex, bool spread, bool inheritsNoDelay)
+    public Acceptor(IoUringConnectionListener listener, Socket socket, int reactorIndex, bool spread, bool inheritsSocketOptions)
     {
-        _inheritsNoDelay = inheritsNoDelay;
+        _inheritsSocketOptions = inheritsSocketOptions;
         _listener = listener;
         _socket = socket;
         _fd = (int)socket.SafeHandle.DangerousGetHandle();
@@ -229,9 +229,17 @@ internal sealed unsafe class Acceptor : IRingOwner
             return;
         }
 
-        if (_isIp && !_inheritsNoDelay && _listener.Options.NoDelay)
+        if (_isIp && !_inheritsSocketOptions)
         {
-            NativeSocket.SetNoDelay(fd, true);
+            if (_listener.Options.NoDelay)
+            {
+                NativeSocket.SetNoDelay(fd, true);
+            }
+
+            if (_listener.Options.NotSentLowWatermark is int lowWatermark)
+            {
+                NativeSocket.SetNotSentLowWatermark(fd, lowWatermark);
+            }
         }
 
         IoUringConnection connection;

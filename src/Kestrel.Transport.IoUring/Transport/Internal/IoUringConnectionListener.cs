@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Channels;
+using Kestrel.Transport.IoUring.Interop;
 using Kestrel.Transport.IoUring.Ring;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
@@ -62,7 +63,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         for (int i = 0; i < sockets.Count; i++)
         {
             int reactorIndex = spread ? _reactors.NextIndex() : i;
-            _acceptors.Add(new Acceptor(this, sockets[i], reactorIndex, spread, inheritsNoDelay: !spread));
+            _acceptors.Add(new Acceptor(this, sockets[i], reactorIndex, spread, inheritsSocketOptions: !spread));
         }
 
         foreach (Acceptor acceptor in _acceptors)
@@ -93,8 +94,13 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                     Socket socket = CreateIpSocket(requested, reusePort: true);
                     sockets.Add(socket);
 
-                    // Accepted sockets inherit TCP_NODELAY from the listen socket: no setsockopt per connection.
+                    // Accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT from the listen socket: no
+                    // setsockopt per connection.
                     socket.NoDelay = _options.NoDelay;
+                    if (_options.NotSentLowWatermark is int lowWatermark)
+                    {
+                        socket.SetRawSocketOption(Libc.IPPROTO_TCP, Libc.TCP_NOTSENT_LOWAT, BitConverter.GetBytes(lowWatermark));
+                    }
                     BindOrThrow(socket, target);
                     socket.Listen(_options.Backlog);
                 }

@@ -9,6 +9,7 @@ internal static class OptionsValidator
         Require(options.Backlog >= 1, nameof(options.Backlog), options.Backlog, "at least 1");
         Require(options.MaxReadBufferSize is null or >= 0, nameof(options.MaxReadBufferSize), options.MaxReadBufferSize, "null, 0 (unlimited) or positive");
         Require(options.MaxWriteBufferSize is null or >= 0, nameof(options.MaxWriteBufferSize), options.MaxWriteBufferSize, "null, 0 (unlimited) or positive");
+        Require(options.NotSentLowWatermark is null or > 0, nameof(options.NotSentLowWatermark), options.NotSentLowWatermark, "null (the system's setting) or positive");
         Require(IsPowerOfTwo(options.SubmissionQueueEntries) && options.SubmissionQueueEntries is >= 2 and <= 32768, nameof(options.SubmissionQueueEntries), options.SubmissionQueueEntries, "a power of two from 2 to 32768");
         Require(IsPowerOfTwo(options.CompletionQueueEntries) && options.CompletionQueueEntries >= options.SubmissionQueueEntries && options.CompletionQueueEntries <= 1 << 20, nameof(options.CompletionQueueEntries), options.CompletionQueueEntries, "a power of two, at least SubmissionQueueEntries and at most 1048576");
         Require(IsPowerOfTwo(options.ReceiveBufferCount) && options.ReceiveBufferCount is >= 1 and <= 32768, nameof(options.ReceiveBufferCount), options.ReceiveBufferCount, "a power of two from 1 to 32768");
