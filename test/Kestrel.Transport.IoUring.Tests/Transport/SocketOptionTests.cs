@@ -105,7 +105,8 @@ public partial class SocketOptionTests
         foreach (string line in File.ReadLines("/proc/net/tcp").Skip(1))
         {
             string[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (PortOf(f[1]) == serverPort && PortOf(f[2]) == clientPort)
+            // State 01 is ESTABLISHED: an old TIME_WAIT entry of the same ports has no socket (inode 0).
+            if (PortOf(f[1]) == serverPort && PortOf(f[2]) == clientPort && f[3] == "01")
             {
                 inode = f[9];
                 break;
