@@ -19,7 +19,8 @@ public static class IoUringApp
         RequestDelegate handler,
         string url = "http://127.0.0.1:0",
         Action<IoUringTransportOptions>? configure = null,
-        Dictionary<string, string?>? configuration = null)
+        Dictionary<string, string?>? configuration = null,
+        ulong? listenHandle = null)
     {
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -29,7 +30,15 @@ public static class IoUringApp
         }
 
         builder.WebHost.UseIoUring(o => configure?.Invoke(o));
-        builder.WebHost.UseUrls(url);
+        if (listenHandle is { } handle)
+        {
+            // An already-listening socket handed over (systemd socket activation) instead of url.
+            builder.WebHost.ConfigureKestrel(k => k.ListenHandle(handle));
+        }
+        else
+        {
+            builder.WebHost.UseUrls(url);
+        }
         WebApplication app = builder.Build();
         app.Run(handler);
         return app;

@@ -2,12 +2,9 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
-using System.Text;
 using Kestrel.Transport.IoUring.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Logging;
 
 namespace Kestrel.Transport.IoUring.Tests.Transport;
 
@@ -31,50 +28,31 @@ public partial class SocketOptionTests
     {
         IoUringRequirement.Ensure();
         using var inherited = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseIoUring(o => o.NotSentLowWatermark = lowWatermark);
-        int port;
         if (listenHandle)
         {
             inherited.Bind(new IPEndPoint(IPAddress.Loopback, 0));
             inherited.Listen();
-            port = ((IPEndPoint)inherited.LocalEndPoint!).Port;
-            builder.WebHost.ConfigureKestrel(k => k.ListenHandle((ulong)inherited.Handle));
-        }
-        else
-        {
-            builder.WebHost.UseUrls("http://127.0.0.1:0");
-            port = 0;
         }
 
-        await using WebApplication app = builder.Build();
-        app.Run(ctx =>
-        {
-            ctx.Response.ContentLength = 2;
-            return ctx.Response.WriteAsync("ok");
-        });
+        await using WebApplication app = IoUringApp.Build(
+            ctx => ctx.Response.WriteAsync("ok"),
+            configure: o => o.NotSentLowWatermark = lowWatermark,
+            listenHandle: listenHandle ? (ulong)inherited.Handle : null);
         await app.StartAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        port = listenHandle ? port : IoUringApp.PortOf(app);
+        int port = listenHandle ? ((IPEndPoint)inherited.LocalEndPoint!).Port : IoUringApp.PortOf(app);
 
-        using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await client.ConnectAsync(IPAddress.Loopback, port);
-
-        // One response back: the transport has accepted the connection and set it up.
-        await client.SendAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        byte[] buffer = new byte[1024];
-        var response = new StringBuilder();
-        while (!response.ToString().EndsWith("ok", StringComparison.Ordinal))
+        await using (RawConnection client = await RawConnection.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port)))
         {
-            int n = await client.ReceiveAsync(buffer, SocketFlags.None).WaitAsync(TimeSpan.FromSeconds(10));
-            Assert.NotEqual(0, n);
-            response.Append(Encoding.ASCII.GetString(buffer, 0, n));
-        }
+            // One response back: the transport has accepted the connection and set it up.
+            await client.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            RawResponse response = await client.ReadResponseAsync();
+            Assert.Equal("ok", response.BodyText);
 
-        int serverFd = ServerSideDescriptor(port, ((IPEndPoint)client.LocalEndPoint!).Port);
-        // The kernel reports 0 when the socket has no value of its own (the system's setting applies).
-        Assert.Equal(lowWatermark ?? 0, GetIntOption(serverFd, IPPROTO_TCP, TCP_NOTSENT_LOWAT));
-        Assert.Equal(1, GetIntOption(serverFd, IPPROTO_TCP, TCP_NODELAY));
+            int serverFd = ServerSideDescriptor(port, ((IPEndPoint)client.Socket.LocalEndPoint!).Port);
+            // The kernel reports 0 when the socket has no value of its own (the system's setting applies).
+            Assert.Equal(lowWatermark ?? 0, GetIntOption(serverFd, IPPROTO_TCP, TCP_NOTSENT_LOWAT));
+            Assert.Equal(1, GetIntOption(serverFd, IPPROTO_TCP, TCP_NODELAY));
+        }
 
         await app.StopAsync().WaitAsync(TimeSpan.FromSeconds(10));
     }
@@ -82,14 +60,9 @@ public partial class SocketOptionTests
     [Fact]
     public async Task NotSentLowWatermark_NotPositive_FailsStartupNamingSetting()
     {
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseIoUring(o => o.NotSentLowWatermark = 0);
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
         Exception e = await Assert.ThrowsAnyAsync<Exception>(async () =>
         {
-            await using WebApplication app = builder.Build();
-            app.Run(ctx => Task.CompletedTask);
+            await using WebApplication app = IoUringApp.Build(ctx => Task.CompletedTask, configure: o => o.NotSentLowWatermark = 0);
             await app.StartAsync().WaitAsync(TimeSpan.FromSeconds(10));
         });
         string message = e.ToString();
