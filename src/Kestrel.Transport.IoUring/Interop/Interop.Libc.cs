@@ -193,6 +193,9 @@ internal static unsafe partial class Libc
     public static partial int shutdown(int fd, int how);
 
     [LibraryImport(LibcName, SetLastError = true)]
+    public static partial nint send(int fd, void* buf, nuint len, int flags);
+
+    [LibraryImport(LibcName, SetLastError = true)]
     public static partial int setsockopt(int fd, int level, int optname, void* optval, uint optlen);
 
     [LibraryImport(LibcName, SetLastError = true)]

@@ -41,6 +41,28 @@ internal static unsafe class NativeSocket
 
     public static void Close(int fd) => Libc.close(fd);
 
+    /// <summary>
+    /// send(2) with MSG_DONTWAIT | MSG_NOSIGNAL: the bytes the socket took (possibly fewer than given), 0 when it
+    /// had no room (EAGAIN, or interrupted), or a negative errno.
+    /// </summary>
+    public static int SendNonBlocking(int fd, ReadOnlySpan<byte> bytes)
+    {
+        nint sent;
+        // The span's memory stays pinned for the call, and the kernel has copied what it took when the call returns.
+        fixed (byte* pointer = bytes)
+        {
+            sent = Libc.send(fd, pointer, (nuint)bytes.Length, Libc.MSG_DONTWAIT | Libc.MSG_NOSIGNAL);
+        }
+
+        if (sent >= 0)
+        {
+            return (int)sent;
+        }
+
+        int errno = Marshal.GetLastPInvokeError();
+        return errno is Libc.EAGAIN or Libc.EINTR ? 0 : -errno;
+    }
+
     public static EndPoint? GetLocalEndPoint(int fd)
     {
         sockaddr_storage storage;

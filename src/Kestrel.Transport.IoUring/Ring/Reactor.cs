@@ -117,6 +117,13 @@ internal sealed unsafe partial class Reactor : PipeScheduler, IDisposable
 
     public bool IsStopping => _state != 0;
 
+    /// <summary>
+    /// True while the reactor is (about to be) blocked in io_uring_enter and no eventfd write is on its way,
+    /// so work handed over now would cost a wake-up. A hint only: the reactor may wake the next instant.
+    /// </summary>
+    // Volatile: a fresh read each call; a stale answer costs one wake-up or one missed direct send, never correctness.
+    public bool IsBlockedAndUnwoken => Volatile.Read(ref _sleeping) == 1 && Volatile.Read(ref _wakePending) == 0;
+
     /// <summary>True once the loop has exited and the ring is gone (work then runs on the thread pool).</summary>
     public bool IsStopped => _state == 2;
 
