@@ -54,6 +54,7 @@ FEATURE_CONFIGS = {
     "iouring-no-pbuf": ("io_uring, provided buffers off", [f"{_IOURING_OPTION}UseProvidedBuffers=false"], "single-shot recv into the input pipe"),
     "iouring-no-defer": ("io_uring, DEFER_TASKRUN off", [f"{_IOURING_OPTION}UseDeferTaskRun=false"], "COOP_TASKRUN"),
     "iouring-no-regfd": ("io_uring, registered ring fd off", [f"{_IOURING_OPTION}UseRegisteredRingFd=false"], "unregistered ring fd"),
+    "iouring-no-direct": ("io_uring, direct send off", [f"{_IOURING_OPTION}UseDirectSend=false"], "every send through the ring"),
 }
 for _name, (_label, _args, _) in FEATURE_CONFIGS.items():
     CONFIGS[_name] = (_label, ["--transport", "iouring", *_args])

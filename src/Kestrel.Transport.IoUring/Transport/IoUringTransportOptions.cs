@@ -112,6 +112,16 @@ public sealed class IoUringTransportOptions
     public bool UseProvidedBuffers { get; set; } = true;
 
     /// <summary>
+    /// Lets a flush on a thread other than the reactor's send the response itself, with a non-blocking send(2),
+    /// when the reactor is blocked waiting for completions and the thread pool has nothing else queued. Handing
+    /// that one send to the reactor would cost an eventfd write and two context switches; this matters most with
+    /// few connections. Whatever the socket does not take at once goes on through the ring. Set to false to send
+    /// everything through the ring.
+    /// </summary>
+    /// <remarks>Defaults to true. Has no effect on flushes that run on the reactor (inline scheduling).</remarks>
+    public bool UseDirectSend { get; set; } = true;
+
+    /// <summary>
     /// Creates each ring with IORING_SETUP_SINGLE_ISSUER and IORING_SETUP_DEFER_TASKRUN where the kernel
     /// accepts them: completion work runs only when the reactor enters the kernel, never interrupting it.
     /// Set to false for a ring with IORING_SETUP_COOP_TASKRUN instead.

@@ -325,6 +325,7 @@ public class RingFeatureOptionTests(ITestOutputHelper output)
         Assert.True(new IoUringTransportOptions() is
         {
             UseMultishotAccept: true, UseMultishotReceive: true, UseProvidedBuffers: true, UseDeferTaskRun: true, UseRegisteredRingFd: true,
+            UseDirectSend: true,
         });
         using WebApplication app = IoUringApp.Build(
             _ => Task.CompletedTask,
@@ -335,6 +336,7 @@ public class RingFeatureOptionTests(ITestOutputHelper output)
                 ["Kestrel:Transport:IoUring:UseProvidedBuffers"] = "false",
                 ["Kestrel:Transport:IoUring:UseDeferTaskRun"] = "false",
                 ["Kestrel:Transport:IoUring:UseRegisteredRingFd"] = "false",
+                ["Kestrel:Transport:IoUring:UseDirectSend"] = "false",
             });
         IoUringTransportOptions options = app.Services.GetRequiredService<IOptions<IoUringTransportOptions>>().Value;
         Assert.False(options.UseMultishotAccept);
@@ -342,5 +344,6 @@ public class RingFeatureOptionTests(ITestOutputHelper output)
         Assert.False(options.UseProvidedBuffers);
         Assert.False(options.UseDeferTaskRun);
         Assert.False(options.UseRegisteredRingFd);
+        Assert.False(options.UseDirectSend);
     }
 }

@@ -26,6 +26,7 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private const byte KindSpliceIn = 3;   // file -> pipe, linked to the KindSpliceOut after it
     private const byte KindSpliceOut = 4;  // pipe -> socket
     private const int MaxIovecs = 64;
+    private const int MaxDirectSends = 4;  // per flush: a writer that keeps flushing meets the reactor's batching again
     private const int PipeReceiveSizeHint = 2048; // ReceiveMode.IntoPipe: the least room a receive is given
     private static readonly nuint GatherBlockSize = (nuint)(sizeof(msghdr) + MaxIovecs * sizeof(iovec));
     private static readonly bool s_finOnError =
@@ -74,6 +75,10 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
     private int _pinCount;
     private long _pipeConsumed;             // output pipe bytes sent and consumed (positions file regions)
     private bool _regionWake;               // the pending read was cancelled to look at a region, not to abort
+    private ReadResult _handOffResult;      // SendDirect -> OnHandOff (published by the reactor's queue)
+    private bool _handOffAttempted;
+    private int _handOffSendResult;
+    private Exception? _handOffError;
     private FileRegion? _spliceRegion;      // the region whose splices are in flight
     private int _spliceOps;                 // splices in flight (both count as the one send in flight)
     private int _spliceInResult;
@@ -520,7 +525,131 @@ internal sealed unsafe partial class IoUringConnection : ConnectionContext, IRin
         }
     }
 
-    private void OnReadCompletedGuarded() => Guard(static c => c.OnReadCompleted());
+    private void OnReadCompletedGuarded()
+    {
+        if (SendScheduler.IsRunningInline)
+        {
+            SendDirect();
+            return;
+        }
+
+        Guard(static c => c.OnReadCompleted());
+    }
+
+    /// <summary>
+    /// The send loop's read completed inline on the thread that flushed (see <see cref="SendScheduler"/>).
+    /// Sends what the pipe holds with non-blocking send(2) calls until a read would wait, then leaves a read
+    /// pending as <see cref="StartRead"/> does. Anything else (a short send, a full socket, an error, a file
+    /// region, the end of the output, a cancelled read, an exception) goes back to the reactor through
+    /// <see cref="HandOff"/>. <c>_readPending</c> stays true all along, so the reactor touches none of the send
+    /// state meanwhile: its shutdown only cancels the pending read, and the fd stays open, because only the send
+    /// loop ends the send side (EndSend) and the fd is closed only after that.
+    /// </summary>
+    private void SendDirect()
+    {
+        try
+        {
+#pragma warning disable CA2012 // This is the read's continuation: the ValueTask has completed.
+            ReadResult result = _readTask.GetAwaiter().GetResult();
+#pragma warning restore CA2012
+            _readTask = default;
+            for (int round = 0; ; round++)
+            {
+                ReadOnlySequence<byte> buffer = result.Buffer;
+                if (round == MaxDirectSends || result.IsCanceled || result.IsCompleted || buffer.IsEmpty || !buffer.IsSingleSegment
+                    || _writer.Head is not null || _writer.IsPoisoned || Volatile.Read(ref _shutdownDone) || _reactor.IsStopping)
+                {
+                    HandOff(result, attempted: false, sendResult: 0, error: null);
+                    return;
+                }
+
+                // Synchronous: the kernel has copied what it took when the call returns, and the memory goes
+                // back to the pool only with the AdvanceTo below.
+                int length = (int)buffer.Length;
+                int sent = NativeSocket.SendNonBlocking(_fd, buffer.FirstSpan);
+                if (sent != length)
+                {
+                    HandOff(result, attempted: true, sendResult: sent, error: null);
+                    return;
+                }
+
+                Interlocked.Increment(ref _stats.DirectSends);
+                Interlocked.Add(ref _stats.DirectBytesSent, length);
+                _pipeConsumed += length; // before AdvanceTo, as in OnSendCompleted
+                _output.Reader.AdvanceTo(buffer.End);
+
+#pragma warning disable CA2012 // Kept in a field and consumed exactly once, by its continuation or synchronously.
+                ValueTask<ReadResult> read = _output.Reader.ReadAsync();
+#pragma warning restore CA2012
+                if (read.IsCompleted)
+                {
+                    result = read.GetAwaiter().GetResult();
+                    continue;
+                }
+
+                // From here on the continuation may run at any moment, on the reactor or inline on another
+                // flushing thread: nothing of the send state is touched after this.
+                _readTask = read;
+                read.GetAwaiter().UnsafeOnCompleted(_onReadCompleted);
+                return;
+            }
+        }
+        catch (Exception e)
+        {
+            _readTask = default;
+            HandOff(default, attempted: false, sendResult: 0, error: e);
+        }
+    }
+
+    /// <summary>Gives the send loop back to the reactor after <see cref="SendDirect"/>. Still with <c>_readPending</c> set.</summary>
+    private void HandOff(ReadResult result, bool attempted, int sendResult, Exception? error)
+    {
+        _handOffResult = result;
+        _handOffAttempted = attempted;
+        _handOffSendResult = sendResult;
+        _handOffError = error;
+        _reactor.Schedule(static state => ((IoUringConnection)state!).Guard(static c => c.OnHandOff()), this);
+    }
+
+    /// <summary>Reactor thread (or the thread pool once the reactor stopped): the send loop is ours again.</summary>
+    private void OnHandOff()
+    {
+        _readPending = false;
+        ReadResult result = _handOffResult;
+        Exception? error = _handOffError;
+        _handOffResult = default;
+        _handOffError = null;
+        if (error is not null)
+        {
+            EndSend(error);
+        }
+        else if (!_handOffAttempted)
+        {
+            // Nothing was sent: exactly as if this read had completed on the reactor.
+            if (HandleReadResult(result))
+            {
+                StartRead();
+            }
+        }
+        else if (_shutdownDone || !_reactor.IsOnReactorThread || _reactor.IsStopping)
+        {
+            // Aborted meanwhile: unsent output is dropped.
+            _output.Reader.AdvanceTo(result.Buffer.End);
+            EndSend(null);
+        }
+        else
+        {
+            // send(2) took part or none of the buffer, or failed: go on as if an io_uring send of the whole
+            // buffer had completed with its result (the rest is sent through the ring, an error ends the send side).
+            _sendBuffer = result.Buffer;
+            _sendBufferIsLast = false;
+            _sendOffset = 0;
+            _sendInFlight = true;
+            OnSendCompleted(_handOffSendResult);
+        }
+
+        MaybeClose();
+    }
 
     /// <summary>Runs on the output pipe's reader scheduler: the reactor.</summary>
     private void OnReadCompleted()

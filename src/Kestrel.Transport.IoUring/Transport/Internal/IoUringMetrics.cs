@@ -4,7 +4,8 @@ namespace Kestrel.Transport.IoUring.Transport.Internal;
 
 /// <summary>
 /// Counters of one reactor kept by the transport layer. Written by the reactor thread alone (plain
-/// increments; 64-bit reads are atomic on the 64-bit platforms io_uring runs on), read by metrics.
+/// increments; 64-bit reads are atomic on the 64-bit platforms io_uring runs on), read by metrics; the
+/// fields marked Interlocked are also written by other threads.
 /// </summary>
 internal sealed class ReactorStats
 {
@@ -13,6 +14,8 @@ internal sealed class ReactorStats
     public long ConnectionsAccepted;
     public long BufferExhaustions;
     public long ActiveConnections; // Interlocked: a connection can close off the reactor during stop
+    public long DirectSends;       // Interlocked: send(2) calls on flushing threads that took the whole buffer
+    public long DirectBytesSent;   // Interlocked: the bytes those sent (not in BytesSent)
 
     // What the options chose, counted so tests can see it (reactor thread only; not published as metrics).
     public long AcceptSubmissions;     // IORING_OP_ACCEPT SQEs (multishot or single-shot)
@@ -52,7 +55,7 @@ internal sealed class IoUringMetrics : IDisposable
         _meter.CreateObservableUpDownCounter("iouring.transport.active_connections", () => PerReactor(static (r, s) => s.ActiveConnections), "{connection}", "Connections open on each reactor.");
         _meter.CreateObservableCounter("iouring.transport.accepted_connections", () => PerReactor(static (r, s) => s.ConnectionsAccepted), "{connection}", "Connections accepted by each reactor.");
         _meter.CreateObservableCounter("iouring.transport.received_bytes", () => PerReactor(static (r, s) => s.BytesReceived), "By", "Bytes received from the network.");
-        _meter.CreateObservableCounter("iouring.transport.sent_bytes", () => PerReactor(static (r, s) => s.BytesSent), "By", "Bytes sent to the network.");
+        _meter.CreateObservableCounter("iouring.transport.sent_bytes", () => PerReactor(static (r, s) => s.BytesSent + Volatile.Read(ref s.DirectBytesSent)), "By", "Bytes sent to the network.");
         _meter.CreateObservableCounter("iouring.ring.enter_calls", () => PerReactor(static (r, s) => r.EnterCalls), "{call}", "io_uring_enter system calls made.");
         _meter.CreateObservableCounter("iouring.ring.submissions", () => PerReactor(static (r, s) => r.Submissions), "{sqe}", "Submission queue entries issued.");
         _meter.CreateObservableCounter("iouring.ring.completions", () => PerReactor(static (r, s) => r.Completions), "{cqe}", "Completion queue entries reaped.");

@@ -83,10 +83,11 @@ internal sealed class ReactorGroup : IAsyncDisposable
                 long maxWrite = Options.MaxWriteBufferSize ?? 0;
 
                 // Input: we write on the reactor, the app reads on its scheduler; pause at MaxReadBufferSize,
-                // resume at half. Output: the app writes, we read on the reactor; likewise MaxWriteBufferSize.
+                // resume at half. Output: the app writes, we read on the reactor (or inline, see SendScheduler);
+                // likewise MaxWriteBufferSize.
                 _pipeOptions[i] = (
                     new PipeOptions(_pools[i], AppScheduler, _reactors[i], maxRead, maxRead / 2, useSynchronizationContext: false),
-                    new PipeOptions(_pools[i], _reactors[i], AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
+                    new PipeOptions(_pools[i], new SendScheduler(_reactors[i], Options.UseDirectSend), AppScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
             }
             catch
             {
@@ -143,6 +144,7 @@ internal sealed class ReactorGroup : IAsyncDisposable
             _ => "single-shot recv into the input pipe (no provided buffers)",
         });
         parts.Add(Options.UnsafePreferInlineScheduling ? "inline scheduling" : "thread-pool scheduling");
+        parts.Add(Options.UseDirectSend ? "direct send from flushing threads" : "every send through the ring");
         return string.Join(", ", parts);
     }
 
